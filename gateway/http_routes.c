@@ -1,0 +1,103 @@
+/* HTTP routing: operations endpoints, the API namespace and static files.
+ * Every request path passes gw_http_path_check() before anything else. */
+#include "gateway/http_path.h"
+#include "gateway/internal.h"
+#include "gateway/static_files.h"
+
+#include "common/log.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const char *method_name(int m)
+{
+    switch (m) {
+    case LWSHUMETH_GET: return "GET";
+    case LWSHUMETH_POST: return "POST";
+    case LWSHUMETH_OPTIONS: return "OPTIONS";
+    case LWSHUMETH_PUT: return "PUT";
+    case LWSHUMETH_PATCH: return "PATCH";
+    case LWSHUMETH_DELETE: return "DELETE";
+    case LWSHUMETH_CONNECT: return "CONNECT";
+    case LWSHUMETH_HEAD: return "HEAD";
+    default: return "OTHER";
+    }
+}
+
+static int serve_health(gw_server *srv, struct lws *wsi, gw_http_conn *conn, bool head)
+{
+    static const gw_http_header no_store[] = {{"cache-control:", "no-store"}};
+    if (srv->draining)
+        return gw_http_respond(wsi, conn, 503, "text/plain; charset=utf-8", "draining\n",
+                               9, false, no_store, 1, head);
+    return gw_http_respond(wsi, conn, 200, "text/plain; charset=utf-8", "ok\n", 3, false,
+                           no_store, 1, head);
+}
+
+static int serve_metrics(gw_server *srv, struct lws *wsi, gw_http_conn *conn, bool head)
+{
+    static const gw_http_header no_store[] = {{"cache-control:", "no-store"}};
+    char *text;
+    size_t len;
+    if (gw_metrics_render(&srv->metrics, &text, &len) != 0)
+        return gw_http_error_json(wsi, conn, 500, "out of memory");
+    return gw_http_respond(wsi, conn, 200, "text/plain; version=0.0.4; charset=utf-8", text,
+                           len, true, no_store, 1, head);
+}
+
+static int serve_static(struct lws *wsi, gw_http_conn *conn, const char *path, bool head)
+{
+    const gw_static_file *f = gw_static_find(path);
+    if (!f)
+        return gw_http_respond(wsi, conn, 404, "text/plain; charset=utf-8", "not found\n",
+                               10, false, NULL, 0, head);
+    const char *name = strcmp(path, "/") == 0 ? "/index.html" : path;
+    gw_http_header extra[] = {
+        {"etag:", f->etag},
+        /* Revalidate each time: pages and scripts change with the binary. */
+        {"cache-control:", "no-cache"},
+    };
+    char inm[64];
+    if (lws_hdr_copy(wsi, inm, sizeof(inm), WSI_TOKEN_HTTP_IF_NONE_MATCH) > 0 &&
+        strcmp(inm, f->etag) == 0)
+        return gw_http_respond(wsi, conn, 304, NULL, NULL, 0, false, extra, 2, true);
+    return gw_http_respond(wsi, conn, 200, gw_mime_type(name), f->data, f->len, false,
+                           extra, 2, head);
+}
+
+int gw_http_route(gw_server *srv, struct lws *wsi, gw_http_conn *conn, const char *uri)
+{
+    char *uri_ptr = NULL;
+    int uri_len = 0;
+    int method = lws_http_get_uri_and_method(wsi, &uri_ptr, &uri_len);
+    bool head = method == LWSHUMETH_HEAD;
+    bool read_only = method == LWSHUMETH_GET || head;
+    int rc;
+
+    /* The URI lws hands over must be the whole header: an embedded NUL
+     * ("/index.html%00.js" decoded) would make the two lengths differ. */
+    if (!uri || (int)strlen(uri) != uri_len || gw_http_path_check(uri, (size_t)uri_len)) {
+        rc = gw_http_respond(wsi, conn, 400, "text/plain; charset=utf-8", "bad request\n",
+                             12, false, NULL, 0, head);
+    } else if (strcmp(uri, "/healthz") == 0 && read_only) {
+        rc = serve_health(srv, wsi, conn, head);
+    } else if (strcmp(uri, "/metrics") == 0 && read_only) {
+        rc = serve_metrics(srv, wsi, conn, head);
+    } else if (strncmp(uri, "/api/", 5) == 0 || strcmp(uri, "/api") == 0) {
+        rc = gw_http_error_json(wsi, conn, 404, "no such API endpoint");
+    } else if (!read_only) {
+        static const gw_http_header allow[] = {{"allow:", "GET, HEAD"}};
+        rc = gw_http_respond(wsi, conn, 405, "text/plain; charset=utf-8",
+                             "method not allowed\n", 19, false, allow, 1, false);
+    } else {
+        rc = serve_static(wsi, conn, uri, head);
+    }
+
+    if (log_enabled(LOG_DEBUG)) {
+        char peer[64] = "";
+        lws_get_peer_simple(wsi, peer, sizeof(peer));
+        log_event(LOG_DEBUG, "http.request", "method=%s path=%s status=%d peer=%s",
+                  method_name(method), log_q(uri), conn->status, log_q(peer));
+    }
+    return rc;
+}

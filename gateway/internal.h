@@ -1,0 +1,76 @@
+/* Gateway-internal types shared by server.c and the HTTP handlers. Not part
+ * of any public interface. Loop thread only. */
+#ifndef PST_GATEWAY_INTERNAL_H
+#define PST_GATEWAY_INTERNAL_H
+
+#include "gateway/config.h"
+#include "gateway/metrics.h"
+#include "gateway/server.h"
+#include "gateway/tls_cert.h"
+
+#include <libwebsockets.h>
+#include <stdbool.h>
+
+struct gw_server {
+    uv_loop_t *loop;
+    struct lws_context *lws;
+    gw_config *cfg;
+    gw_metrics metrics;
+    bool draining;
+    bool stopping;
+    bool lws_first_destroy_done;
+    uv_timer_t grace_timer;
+    bool grace_timer_open;
+    gw_server_stopped_cb stopped;
+    void *stopped_data;
+    char cert_path[TLS_PATH_MAX];
+    char key_path[TLS_PATH_MAX];
+    char fingerprint[TLS_FINGERPRINT_LEN];
+    struct lws_protocol_vhost_options *sec_headers;
+};
+
+/* Largest HTTP response body we build in memory (metrics, JSON). */
+#define GW_HTTP_BODY_MAX (1u << 20)
+
+/* Per-connection HTTP state (lws allocates it as the protocol's
+ * per-session data and zeroes it; we free owned_body). */
+typedef struct gw_http_conn {
+    const unsigned char *body; /* points into owned_body or static data */
+    unsigned char *owned_body;
+    size_t body_len;
+    size_t body_sent;
+    int status;
+    bool counted; /* connection counted in metrics */
+} gw_http_conn;
+
+typedef struct {
+    const char *name; /* with trailing colon, lowercase: "location:" */
+    const char *value;
+} gw_http_header;
+
+/* Sends a complete response: status line, the security headers, extra
+ * headers, then the body. The body is not copied: static data is passed
+ * with owned=false; a malloc'd body with owned=true becomes the
+ * connection's and is freed once sent (or when the connection dies).
+ * Returns 0 to keep the connection, -1 to close it (the lws convention). */
+int gw_http_respond(struct lws *wsi, gw_http_conn *conn, int status,
+                    const char *content_type, const void *body, size_t len, bool owned,
+                    const gw_http_header *extra, size_t nextra, bool head_only);
+
+/* {"error": message} with the given status. */
+int gw_http_error_json(struct lws *wsi, gw_http_conn *conn, int status,
+                       const char *message);
+
+/* Sends the next chunk of a pending body; called from HTTP_WRITEABLE. */
+int gw_http_write_body(struct lws *wsi, gw_http_conn *conn);
+
+/* Frees what a connection holds (from CLOSED_HTTP / WSI_DESTROY). */
+void gw_http_conn_release(gw_http_conn *conn);
+
+/* Routes one request (LWS_CALLBACK_HTTP). */
+int gw_http_route(gw_server *srv, struct lws *wsi, gw_http_conn *conn, const char *uri);
+
+/* Number of live sessions (all protocols). */
+unsigned gw_server_live_sessions(const gw_server *srv);
+
+#endif
