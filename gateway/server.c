@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* TLS 1.2 only with forward-secret AEAD suites; TLS 1.3 suites are all
@@ -38,8 +40,28 @@ unsigned gw_server_live_sessions(const gw_server *srv)
     return n;
 }
 
+/* lws reports client mistakes (bad requests, failed handshakes) as
+ * warnings and errors: any client could flood the log with them. At most
+ * LWS_LOG_BURST lines per LWS_LOG_WINDOW seconds pass; the rest are
+ * counted and the count is logged when the window turns. */
+#define LWS_LOG_BURST 20
+#define LWS_LOG_WINDOW 10
+
 static void lws_log_bridge(int level, const char *line)
 {
+    static time_t window_start;
+    static unsigned in_window, suppressed;
+    time_t now = time(NULL);
+    if (now - window_start >= LWS_LOG_WINDOW) {
+        if (suppressed)
+            log_event(LOG_WARN, "lws.suppressed", "lines=%u", suppressed);
+        window_start = now;
+        in_window = suppressed = 0;
+    }
+    if (++in_window > LWS_LOG_BURST) {
+        suppressed++;
+        return;
+    }
     char msg[512];
     size_t n = strlen(line);
     while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
@@ -259,6 +281,10 @@ static int create_vhost(gw_server *srv, const gw_addr *a, bool tls, char *err, s
     else
         info.options = LWS_SERVER_OPTION_DISABLE_IPV6;
     info.keepalive_timeout = 30;
+    /* A connection must finish its TLS handshake and its request headers
+     * in this time; a client that stalls is dropped, holding nothing. */
+    info.timeout_secs = (unsigned)srv->cfg->limits.handshake_timeout_seconds;
+    info.timeout_secs_ah_idle = (unsigned)srv->cfg->limits.handshake_timeout_seconds;
     if (tls) {
         info.protocols = https_protocols;
         info.ssl_cert_filepath = srv->cert_path;
@@ -347,6 +373,13 @@ int gw_server_open(uv_loop_t *loop, gw_config *cfg, gw_server_stopped_cb stopped
     srv->stopped_data = stopped_data;
     gw_metrics_init(&srv->metrics);
 
+    /* Everything the gateway keeps lives here; nobody else may read it. */
+    if (mkdir(cfg->state_dir, 0700) != 0 && errno != EEXIST) {
+        rc = -errno;
+        snprintf(err, errlen, "cannot create state_dir %s: %s", cfg->state_dir,
+                 strerror(errno));
+        goto fail;
+    }
     if ((rc = setup_tls(srv, err, errlen)) != 0)
         goto fail;
 
@@ -358,10 +391,6 @@ int gw_server_open(uv_loop_t *loop, gw_config *cfg, gw_server_stopped_cb stopped
     info.user = srv;
     info.max_http_header_data = GW_MAX_HEADER_BYTES;
     info.max_http_header_pool = GW_HEADER_POOL;
-    /* A connection must finish its TLS handshake and headers in this time;
-     * a client that stalls is dropped without holding anything longer. */
-    info.timeout_secs = (unsigned)cfg->limits.handshake_timeout_seconds;
-    info.timeout_secs_ah_idle = (unsigned)cfg->limits.handshake_timeout_seconds;
     info.server_string = "postern";
     srv->lws = lws_create_context(&info);
     if (!srv->lws) {
