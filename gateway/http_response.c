@@ -1,30 +1,14 @@
-/* Writing HTTP responses: every answer the gateway gives goes through
- * gw_http_respond(), so every one carries the same security headers. */
+/* Writing HTTP responses. The security headers are not added here: they
+ * are the vhosts' canned headers (see gw_security_headers), which lws adds
+ * to every response it writes, its own error pages included. */
 #include "gateway/internal.h"
 
 #include "common/log.h"
 
 #include <jansson.h>
+#include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* The console loads only its own scripts, styles and images and talks only
- * to its own origin (wss included under 'self'); nothing may frame it. */
-#define GW_CSP                                                                  \
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' " \
-    "data: blob:; font-src 'self'; connect-src 'self'; manifest-src 'self'; "  \
-    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-
-static const gw_http_header security_headers[] = {
-    {"strict-transport-security:", "max-age=63072000; includeSubDomains"},
-    {"content-security-policy:", GW_CSP},
-    {"x-content-type-options:", "nosniff"},
-    {"x-frame-options:", "DENY"},
-    {"referrer-policy:", "no-referrer"},
-    {"cross-origin-opener-policy:", "same-origin"},
-    {"cross-origin-resource-policy:", "same-origin"},
-    {"permissions-policy:", "camera=(), microphone=(), geolocation=(), payment=()"},
-};
 
 /* Headers of one response; the CSP alone is ~300 bytes. */
 #define GW_HTTP_HEADER_SPACE 4096
@@ -37,12 +21,35 @@ static int add_header(struct lws *wsi, const gw_http_header *h, unsigned char **
                                        (int)strlen(h->value), p, end);
 }
 
-void gw_http_conn_release(gw_http_conn *conn)
+static void release_response(gw_http_conn *conn)
 {
     free(conn->owned_body);
     conn->owned_body = NULL;
     conn->body = NULL;
     conn->body_len = conn->body_sent = 0;
+}
+
+void gw_http_conn_release(gw_http_conn *conn)
+{
+    release_response(conn);
+    if (conn->req_body) {
+        /* Request bodies carry passwords: wipe before freeing. */
+        OPENSSL_cleanse(conn->req_body, conn->req_len);
+        free(conn->req_body);
+        conn->req_body = NULL;
+    }
+    conn->req_len = 0;
+}
+
+/* Ends a transaction: keep the connection for the next request unless the
+ * response said otherwise (the client's body was refused unread). */
+static int finish(struct lws *wsi, gw_http_conn *conn)
+{
+    bool close = conn->close_after;
+    gw_http_conn_release(conn);
+    if (close)
+        return -1;
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
 int gw_http_respond(struct lws *wsi, gw_http_conn *conn, int status,
@@ -53,15 +60,12 @@ int gw_http_respond(struct lws *wsi, gw_http_conn *conn, int status,
     unsigned char buf[LWS_PRE + GW_HTTP_HEADER_SPACE];
     unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + sizeof(buf) - 1;
 
-    gw_http_conn_release(conn);
+    release_response(conn);
     conn->status = status;
     gw_metrics_count_http(&srv->metrics, status);
 
     if (lws_add_http_common_headers(wsi, (unsigned)status, content_type, len, &p, end))
         goto fail;
-    for (size_t i = 0; i < sizeof(security_headers) / sizeof(security_headers[0]); i++)
-        if (add_header(wsi, &security_headers[i], &p, end))
-            goto fail;
     for (size_t i = 0; i < nextra; i++)
         if (add_header(wsi, &extra[i], &p, end))
             goto fail;
@@ -71,7 +75,7 @@ int gw_http_respond(struct lws *wsi, gw_http_conn *conn, int status,
     if (head_only || len == 0) {
         if (owned)
             free((void *)body);
-        return lws_http_transaction_completed(wsi) ? -1 : 0;
+        return finish(wsi, conn);
     }
     conn->body = body;
     conn->owned_body = owned ? (unsigned char *)body : NULL;
@@ -109,8 +113,7 @@ int gw_http_write_body(struct lws *wsi, gw_http_conn *conn)
         lws_callback_on_writable(wsi);
         return 0;
     }
-    gw_http_conn_release(conn);
-    return lws_http_transaction_completed(wsi) ? -1 : 0;
+    return finish(wsi, conn);
 }
 
 int gw_http_error_json(struct lws *wsi, gw_http_conn *conn, int status,

@@ -65,18 +65,16 @@ static int serve_static(struct lws *wsi, gw_http_conn *conn, const char *path, b
                            extra, 2, head);
 }
 
-int gw_http_route(gw_server *srv, struct lws *wsi, gw_http_conn *conn, const char *uri)
+/* Answers a complete request: path checked, body (if any) read. */
+static int route(gw_server *srv, struct lws *wsi, gw_http_conn *conn)
 {
-    char *uri_ptr = NULL;
-    int uri_len = 0;
-    int method = lws_http_get_uri_and_method(wsi, &uri_ptr, &uri_len);
+    const char *uri = conn->path;
+    int method = conn->method;
     bool head = method == LWSHUMETH_HEAD;
     bool read_only = method == LWSHUMETH_GET || head;
     int rc;
 
-    /* The URI lws hands over must be the whole header: an embedded NUL
-     * ("/index.html%00.js" decoded) would make the two lengths differ. */
-    if (!uri || (int)strlen(uri) != uri_len || gw_http_path_check(uri, (size_t)uri_len)) {
+    if (gw_http_path_check(uri, strlen(uri))) {
         rc = gw_http_respond(wsi, conn, 400, "text/plain; charset=utf-8", "bad request\n",
                              12, false, NULL, 0, head);
     } else if (strcmp(uri, "/healthz") == 0 && read_only) {
@@ -100,4 +98,88 @@ int gw_http_route(gw_server *srv, struct lws *wsi, gw_http_conn *conn, const cha
                   method_name(method), log_q(uri), conn->status, log_q(peer));
     }
     return rc;
+}
+
+static bool has_body(int method)
+{
+    return method == LWSHUMETH_POST || method == LWSHUMETH_PUT || method == LWSHUMETH_PATCH;
+}
+
+int gw_http_on_request(gw_server *srv, struct lws *wsi, gw_http_conn *conn, const char *uri)
+{
+    char *uri_ptr = NULL;
+    int uri_len = 0;
+    gw_http_conn_release(conn);
+    conn->req_too_large = false;
+    conn->awaiting_body = false;
+    conn->close_after = false;
+    conn->method = lws_http_get_uri_and_method(wsi, &uri_ptr, &uri_len);
+
+    /* lws has decoded the path; one that held a NUL ("/a%00b") no longer
+     * matches its own length. Such paths are refused, not truncated. */
+    if (!uri || (size_t)uri_len != strlen(uri) || (size_t)uri_len > GW_PATH_MAX) {
+        conn->path[0] = '\0';
+        conn->close_after = has_body(conn->method);
+        return gw_http_respond(wsi, conn, 400, "text/plain; charset=utf-8",
+                               "bad request\n", 12, false, NULL, 0, false);
+    }
+    memcpy(conn->path, uri, (size_t)uri_len + 1);
+    if (!has_body(conn->method))
+        return route(srv, wsi, conn);
+
+    static const gw_http_header close_hdr[] = {{"connection:", "close"}};
+    /* Our clients send small JSON bodies with a Content-Length; a chunked
+     * body would have to be read to learn its size, so it is refused. */
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0) {
+        conn->close_after = true;
+        return gw_http_respond(wsi, conn, 411, "application/json",
+                               "{\"error\":\"a Content-Length is required\"}", 40, false,
+                               close_hdr, 1, false);
+    }
+    char cl[32];
+    if (lws_hdr_copy(wsi, cl, sizeof(cl), WSI_TOKEN_HTTP_CONTENT_LENGTH) <= 0)
+        return route(srv, wsi, conn); /* no length, no body (RFC 9112 6.3) */
+    /* Refuse an announced oversized body before reading a byte of it. */
+    if (strtoull(cl, NULL, 10) > GW_HTTP_REQ_BODY_MAX) {
+        conn->close_after = true;
+        return gw_http_respond(wsi, conn, 413, "application/json",
+                               "{\"error\":\"request body too large\"}", 34, false,
+                               close_hdr, 1, false);
+    }
+    conn->awaiting_body = true;
+    return 0;
+}
+
+int gw_http_on_body(gw_server *srv, struct lws *wsi, gw_http_conn *conn, const void *in,
+                    size_t len)
+{
+    (void)srv;
+    (void)wsi;
+    if (!conn->awaiting_body || conn->req_too_large)
+        return 0;
+    if (conn->req_len + len > GW_HTTP_REQ_BODY_MAX) {
+        /* A chunked body that grew too large: stop keeping it. */
+        conn->req_too_large = true;
+        return 0;
+    }
+    unsigned char *grown = realloc(conn->req_body, conn->req_len + len + 1);
+    if (!grown)
+        return -1;
+    conn->req_body = grown;
+    memcpy(conn->req_body + conn->req_len, in, len);
+    conn->req_len += len;
+    conn->req_body[conn->req_len] = '\0';
+    return 0;
+}
+
+int gw_http_on_body_done(gw_server *srv, struct lws *wsi, gw_http_conn *conn)
+{
+    if (!conn->awaiting_body)
+        return 0;
+    conn->awaiting_body = false;
+    if (conn->req_too_large)
+        return gw_http_respond(wsi, conn, 413, "application/json",
+                               "{\"error\":\"request body too large\"}", 34, false, NULL,
+                               0, false);
+    return route(srv, wsi, conn);
 }

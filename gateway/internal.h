@@ -4,6 +4,7 @@
 #define PST_GATEWAY_INTERNAL_H
 
 #include "gateway/config.h"
+#include "gateway/http_path.h"
 #include "gateway/metrics.h"
 #include "gateway/server.h"
 #include "gateway/tls_cert.h"
@@ -26,21 +27,32 @@ struct gw_server {
     char cert_path[TLS_PATH_MAX];
     char key_path[TLS_PATH_MAX];
     char fingerprint[TLS_FINGERPRINT_LEN];
-    struct lws_protocol_vhost_options *sec_headers;
 };
 
 /* Largest HTTP response body we build in memory (metrics, JSON). */
 #define GW_HTTP_BODY_MAX (1u << 20)
 
+/* Largest request body accepted (JSON API calls); larger gets 413. */
+#define GW_HTTP_REQ_BODY_MAX (64u << 10)
+
 /* Per-connection HTTP state (lws allocates it as the protocol's
- * per-session data and zeroes it; we free owned_body). */
+ * per-session data and zeroes it; gw_http_conn_release frees what it
+ * holds). One request at a time: lws does not pipeline. */
 typedef struct gw_http_conn {
-    const unsigned char *body; /* points into owned_body or static data */
+    /* the request being read */
+    int method;                     /* LWSHUMETH_* */
+    char path[GW_PATH_MAX + 1];
+    unsigned char *req_body;        /* malloc'd, at most GW_HTTP_REQ_BODY_MAX */
+    size_t req_len;
+    bool req_too_large;
+    bool awaiting_body;
+    /* the response being written */
+    const unsigned char *body;      /* points into owned_body or static data */
     unsigned char *owned_body;
     size_t body_len;
     size_t body_sent;
     int status;
-    bool counted; /* connection counted in metrics */
+    bool close_after;               /* close instead of keeping alive */
 } gw_http_conn;
 
 typedef struct {
@@ -67,8 +79,15 @@ int gw_http_write_body(struct lws *wsi, gw_http_conn *conn);
 /* Frees what a connection holds (from CLOSED_HTTP / WSI_DESTROY). */
 void gw_http_conn_release(gw_http_conn *conn);
 
-/* Routes one request (LWS_CALLBACK_HTTP). */
-int gw_http_route(gw_server *srv, struct lws *wsi, gw_http_conn *conn, const char *uri);
+/* A request's headers arrived (LWS_CALLBACK_HTTP): answers it, or waits
+ * for its body. */
+int gw_http_on_request(gw_server *srv, struct lws *wsi, gw_http_conn *conn, const char *uri);
+
+/* Body bytes (LWS_CALLBACK_HTTP_BODY) and the end of the body
+ * (LWS_CALLBACK_HTTP_BODY_COMPLETION), after which the request is routed. */
+int gw_http_on_body(gw_server *srv, struct lws *wsi, gw_http_conn *conn, const void *in,
+                    size_t len);
+int gw_http_on_body_done(gw_server *srv, struct lws *wsi, gw_http_conn *conn);
 
 /* Number of live sessions (all protocols). */
 unsigned gw_server_live_sessions(const gw_server *srv);

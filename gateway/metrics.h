@@ -21,9 +21,9 @@ typedef enum {
 } gw_error_kind;
 
 /* HTTP status codes counted by value; anything else is counted as "other". */
-#define GW_METRICS_CODES {200, 204, 206, 301, 304, 308, 400, 401, 403, 404, 405, \
+#define GW_METRICS_CODES {200, 204, 206, 301, 304, 308, 400, 401, 403, 404, 405, 411, \
                           409, 413, 414, 429, 431, 500, 503}
-#define GW_METRICS_NCODES 18
+#define GW_METRICS_NCODES 19
 
 typedef struct {
     uint64_t connections_total;

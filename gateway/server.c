@@ -26,6 +26,29 @@
 #define GW_TLS13_CIPHERS \
     "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
 
+/* The console loads only its own scripts, styles and images and talks only
+ * to its own origin (wss included under 'self'); nothing may frame it. */
+#define GW_CSP                                                                  \
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' " \
+    "data: blob:; font-src 'self'; connect-src 'self'; manifest-src 'self'; "  \
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+
+/* Given to each vhost as its canned headers: lws adds them to every
+ * response it writes, ours and its own error pages alike, so no answer
+ * can leave without them. A linked list, as lws wants it. */
+static const struct lws_protocol_vhost_options gw_security_headers[] = {
+#define H(i, name, value) {i < 7 ? &gw_security_headers[i + 1] : NULL, NULL, name, value}
+    H(0, "strict-transport-security:", "max-age=63072000; includeSubDomains"),
+    H(1, "content-security-policy:", GW_CSP),
+    H(2, "x-content-type-options:", "nosniff"),
+    H(3, "x-frame-options:", "DENY"),
+    H(4, "referrer-policy:", "no-referrer"),
+    H(5, "cross-origin-opener-policy:", "same-origin"),
+    H(6, "cross-origin-resource-policy:", "same-origin"),
+    H(7, "permissions-policy:", "camera=(), microphone=(), geolocation=(), payment=()"),
+#undef H
+};
+
 /* Request headers a client may send in all; a 1 MiB request line is cut
  * off here instead of being buffered. */
 #define GW_MAX_HEADER_BYTES 8192
@@ -140,9 +163,16 @@ static int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void
     int rc = common_callback(srv, wsi, reason, user, in, len, &handled);
     if (handled)
         return rc;
-    if (reason == LWS_CALLBACK_HTTP)
-        return gw_http_route(srv, wsi, user, in);
-    return lws_callback_http_dummy(wsi, reason, user, in, len);
+    switch (reason) {
+    case LWS_CALLBACK_HTTP:
+        return gw_http_on_request(srv, wsi, user, in);
+    case LWS_CALLBACK_HTTP_BODY:
+        return gw_http_on_body(srv, wsi, user, in, len);
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        return gw_http_on_body_done(srv, wsi, user);
+    default:
+        return lws_callback_http_dummy(wsi, reason, user, in, len);
+    }
 }
 
 /* The host part of a Host header or origin ("h:1", "[::1]:2" -> "h", "[::1]"). */
@@ -273,6 +303,7 @@ static int create_vhost(gw_server *srv, const gw_addr *a, bool tls, char *err, s
     info.iface = a->host;
     info.port = a->port;
     info.user = srv;
+    info.headers = gw_security_headers;
     /* lws binds the IPv6 wildcard unless told the address family: an IPv4
      * address gets an IPv4-only vhost, an IPv6 one a v6-only socket. */
     if (strchr(a->host, ':'))

@@ -1,0 +1,1327 @@
+"""Fixtures for Postern's integration tests: real servers on loopback ports.
+
+Every fixture starts its process in a new session (its own process group) and
+stops the whole group when the test ends, passing or failing: use
+``Fixture.started(testcase, ...)``, which registers the stop with
+``testcase.addCleanup``, or use the fixture as a context manager.
+
+Only addresses in 127.0.0.0/8 are ever used. Standard library only, run by
+Debian's /usr/bin/python3.
+"""
+
+import base64
+import contextlib
+import errno
+import fcntl
+import hashlib
+import http.client
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+
+LOOPBACK = "127.0.0.1"
+
+# Generous: the suite also runs under AddressSanitizer on two shared cores.
+START_TIMEOUT = 20.0
+
+
+# ---------------------------------------------------------------------------
+# Small helpers
+
+
+def free_port(host=LOOPBACK):
+    """A TCP port on host that nothing listened on a moment ago.
+
+    The kernel picks it; there is a small window before the caller binds it,
+    which is acceptable for tests (the fixtures fail loudly if it is lost).
+    """
+    if not _is_loopback(host):
+        raise ValueError("tests use 127.0.0.0/8 only, not %r" % (host,))
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _is_loopback(host):
+    return host.startswith("127.") and host.count(".") == 3
+
+
+def make_temp_dir(testcase=None, prefix="postern-itest-"):
+    """A fresh directory removed when the test ends (or use TempDir)."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    if testcase is not None:
+        testcase.addCleanup(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+class TempDir:
+    """Context manager around make_temp_dir()."""
+
+    def __init__(self, prefix="postern-itest-"):
+        self.prefix = prefix
+        self.path = None
+
+    def __enter__(self):
+        self.path = tempfile.mkdtemp(prefix=self.prefix)
+        return self.path
+
+    def __exit__(self, *exc):
+        shutil.rmtree(self.path, ignore_errors=True)
+        return False
+
+
+def missing_prerequisite(reason):
+    """A skip when run by hand; under ctest (POSTERN_REQUIRE_ALL=1) a
+    failure, so that a missing package or binary can never turn the suite
+    green by skipping what it was meant to test."""
+    if os.environ.get("POSTERN_REQUIRE_ALL") == "1":
+        return AssertionError("prerequisite missing: " + reason)
+    return unittest.SkipTest(reason)
+
+
+def require_root():
+    if os.geteuid() != 0:
+        raise missing_prerequisite(
+            "needs root: creates the system user postern-test and runs sshd")
+
+
+def require_tool(path):
+    if shutil.which(path) is None:
+        raise missing_prerequisite("needs %s (not installed)" % path)
+    return shutil.which(path)
+
+
+def wait_until(predicate, timeout, interval=0.05, message="condition"):
+    """Calls predicate until it returns a true value, which is returned.
+
+    Raises AssertionError naming `message` when the deadline passes.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError("timed out after %.1fs waiting for %s"
+                                 % (timeout, message))
+        time.sleep(interval)
+
+
+def port_is_listening(host, port, timeout=1.0):
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def stop_process(proc, sig=signal.SIGTERM, timeout=10.0):
+    """Sends sig to proc's process group, waits, SIGKILLs the group if it
+    outlives timeout. Returns the exit status (negative: killed by signal)."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        _signal_group(proc, sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    # Children the process left behind die with the group either way.
+    _signal_group(proc, signal.SIGKILL)
+    if proc.poll() is None:
+        proc.wait(timeout=10)
+    return proc.returncode
+
+
+def process_group_gone(pgid, timeout=5.0):
+    """True once no process of group pgid is left (orphans are reaped by
+    init a moment after they die)."""
+    def gone():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+    try:
+        wait_until(gone, timeout)
+        return True
+    except AssertionError:
+        return False
+
+
+def _signal_group(proc, sig):
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)
+
+
+def run(argv, timeout=30, check=True, **kw):
+    """subprocess.run with captured text output and a timeout."""
+    kw.setdefault("stdin", subprocess.DEVNULL)
+    proc = subprocess.run(argv, capture_output=True, text=True,
+                          timeout=timeout, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError("%s exited %d\nstdout: %s\nstderr: %s"
+                             % (argv, proc.returncode, proc.stdout, proc.stderr))
+    return proc
+
+
+def _log_tail(path, lines=40):
+    try:
+        with open(path, "r", errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+# ---------------------------------------------------------------------------
+# Certificates
+
+
+def pem_to_der(pem_text):
+    """DER bytes of the first certificate in a PEM string."""
+    m = re.search(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----",
+                  pem_text, re.S)
+    if not m:
+        raise ValueError("no PEM certificate found")
+    return ssl.PEM_cert_to_DER_cert(m.group(0))
+
+
+def der_fingerprint(der):
+    """Uppercase colon-separated SHA-256, as `openssl x509 -fingerprint
+    -sha256` prints it."""
+    return ":".join("%02X" % b for b in hashlib.sha256(der).digest())
+
+
+def cert_file_fingerprint(path):
+    with open(path) as f:
+        return der_fingerprint(pem_to_der(f.read()))
+
+
+def make_self_signed_cert(directory, cn="postern-itest.invalid",
+                          key_type="ec"):
+    """Writes cert.pem and key.pem with the openssl command; returns both
+    paths. key_type: "ec" (P-256) or "rsa" (2048 bits)."""
+    cert = os.path.join(directory, "cert.pem")
+    key = os.path.join(directory, "key.pem")
+    if key_type == "ec":
+        newkey = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]
+    else:
+        newkey = ["-newkey", "rsa:2048"]
+    run(["openssl", "req", "-x509", *newkey, "-nodes", "-days", "2",
+         "-subj", "/CN=" + cn, "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", key, "-out", cert])
+    os.chmod(key, 0o600)
+    return cert, key
+
+
+def peer_certificate(host, port, timeout=10.0):
+    """DER certificate the TLS server at host:port presents."""
+    with tls_connect(host, port, timeout=timeout) as s:
+        return s.getpeercert(binary_form=True)
+
+
+# ---------------------------------------------------------------------------
+# TLS and HTTP clients
+
+
+def client_tls_context(alpn=("http/1.1",)):
+    """Client context without verification: the test certificate is
+    self-signed; tests that care compare fingerprints explicitly."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if alpn:
+        ctx.set_alpn_protocols(list(alpn))
+    return ctx
+
+
+def tls_connect(host, port, timeout=10.0, alpn=("http/1.1",), context=None):
+    """A connected, handshaken TLS socket (caller closes it)."""
+    ctx = context or client_tls_context(alpn)
+    raw = socket.create_connection((host, port), timeout=timeout)
+    try:
+        return ctx.wrap_socket(raw, server_hostname=None)
+    except BaseException:
+        raw.close()
+        raise
+
+
+class Response:
+    """One HTTP response: status, reason, headers (case-insensitive), body."""
+
+    def __init__(self, status, reason, headers, body):
+        self.status = status
+        self.reason = reason
+        self.headers = headers          # list of (name, value)
+        self.body = body                # bytes
+
+    def header(self, name, default=None):
+        name = name.lower()
+        for k, v in self.headers:
+            if k.lower() == name:
+                return v
+        return default
+
+    def header_all(self, name):
+        name = name.lower()
+        return [v for k, v in self.headers if k.lower() == name]
+
+    @property
+    def text(self):
+        return self.body.decode("utf-8", errors="replace")
+
+    def json(self):
+        return json.loads(self.body.decode("utf-8"))
+
+    def __repr__(self):
+        return "<Response %d %s headers=%r body=%r>" % (
+            self.status, self.reason, self.headers, self.body[:200])
+
+
+def https_request(host, port, method, path, headers=None, body=None,
+                  timeout=10.0):
+    """One request on a fresh TLS connection, via http.client."""
+    conn = http.client.HTTPSConnection(host, port, timeout=timeout,
+                                       context=client_tls_context())
+    try:
+        conn.request(method, path, body=body, headers=dict(headers or {}))
+        r = conn.getresponse()
+        data = r.read()
+        return Response(r.status, r.reason, r.getheaders(), data)
+    finally:
+        conn.close()
+
+
+def http_request(host, port, method, path, headers=None, timeout=10.0):
+    """One plain-HTTP request (for the redirect listener)."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request(method, path, headers=dict(headers or {}))
+        r = conn.getresponse()
+        data = r.read()
+        return Response(r.status, r.reason, r.getheaders(), data)
+    finally:
+        conn.close()
+
+
+class ConnectionClosed(Exception):
+    """The peer closed (or reset) before a whole response arrived."""
+
+
+def read_http_response(sock, deadline, method="GET"):
+    """Reads one HTTP/1.x response from sock (plain or TLS) and returns a
+    Response. Raises ConnectionClosed if the peer closes first and
+    socket.timeout at the deadline."""
+    buf = bytearray()
+
+    def more():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise socket.timeout("deadline passed reading response")
+        sock.settimeout(remaining)
+        try:
+            chunk = sock.recv(65536)
+        except (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError) as e:
+            raise ConnectionClosed(str(e)) from e
+        except ssl.SSLError as e:
+            raise ConnectionClosed("TLS error: %s" % e) from e
+        if not chunk:
+            raise ConnectionClosed("closed after %d bytes: %r"
+                                   % (len(buf), bytes(buf[:200])))
+        buf.extend(chunk)
+
+    while b"\r\n\r\n" not in buf:
+        if len(buf) > 1 << 20:
+            raise AssertionError("response head larger than 1 MiB")
+        more()
+    head, _, rest = bytes(buf).partition(b"\r\n\r\n")
+    lines = head.decode("iso-8859-1").split("\r\n")
+    m = re.match(r"HTTP/1\.[01] (\d{3})(?: (.*))?$", lines[0])
+    if not m:
+        raise AssertionError("bad status line %r" % lines[0])
+    status, reason = int(m.group(1)), m.group(2) or ""
+    headers = []
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if not sep:
+            raise AssertionError("bad header line %r" % line)
+        headers.append((name.strip(), value.strip()))
+    resp = Response(status, reason, headers, b"")
+
+    buf = bytearray(rest)
+    if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+        return resp
+    te = (resp.header("Transfer-Encoding") or "").lower()
+    length = resp.header("Content-Length")
+    if "chunked" in te:
+        body = bytearray()
+        while True:
+            while b"\r\n" not in buf:
+                more()
+            size_line, _, tail = bytes(buf).partition(b"\r\n")
+            size = int(size_line.split(b";")[0], 16)
+            buf = bytearray(tail)
+            while len(buf) < size + 2:
+                more()
+            body.extend(buf[:size])
+            buf = buf[size + 2:]
+            if size == 0:
+                break
+        resp.body = bytes(body)
+    elif length is not None:
+        n = int(length)
+        while len(buf) < n:
+            more()
+        resp.body = bytes(buf[:n])
+    else:
+        # Body ends when the connection does.
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                more()
+        resp.body = bytes(buf)
+    return resp
+
+
+def wait_closed(sock, timeout):
+    """Reads and discards until the peer closes; returns (closed, data).
+
+    closed is True if EOF or a reset arrived before the timeout. A TLS alert
+    followed by the close counts as closed.
+    """
+    deadline = time.monotonic() + timeout
+    data = bytearray()
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False, bytes(data)
+        sock.settimeout(remaining)
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            return False, bytes(data)
+        except (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError,
+                ssl.SSLZeroReturnError):
+            return True, bytes(data)
+        except ssl.SSLError:
+            return True, bytes(data)
+        except OSError as e:
+            if e.errno in (errno.ECONNRESET, errno.EPIPE):
+                return True, bytes(data)
+            raise
+        if not chunk:
+            return True, bytes(data)
+        data.extend(chunk)
+
+
+def raw_https_request(host, port, request, timeout=10.0, method="GET"):
+    """Sends request bytes exactly as given over TLS (nothing rewrites the
+    path) and returns the Response. Raises ConnectionClosed if the server
+    closes without answering."""
+    deadline = time.monotonic() + timeout
+    with tls_connect(host, port, timeout=timeout) as s:
+        s.sendall(request)
+        return read_http_response(s, deadline, method=method)
+
+
+# ---------------------------------------------------------------------------
+# openssl s_client
+
+
+class SClientResult:
+    def __init__(self, proc):
+        self.returncode = proc.returncode
+        self.stdout = proc.stdout
+        self.stderr = proc.stderr
+        out = proc.stdout + "\n" + proc.stderr
+        # "Protocol  :" sits in the SSL-Session block, which s_client skips
+        # for TLS 1.3 when it hangs up before a session ticket arrives; then
+        # "New, TLSv1.3, Cipher is ..." tells (for older versions that line
+        # names the cipher's version, not the protocol's).
+        m = (re.search(r"^\s*Protocol\s*:\s*(\S+)", out, re.M)
+             or re.search(r"^New, (TLSv1\.3), Cipher is (?!\(NONE\))", out, re.M))
+        self.protocol = m.group(1) if m else None
+        m = re.search(r"^ALPN protocol:\s*(\S+)", out, re.M)
+        self.alpn = m.group(1) if m else None
+        try:
+            self.cert_der = pem_to_der(proc.stdout)
+        except ValueError:
+            self.cert_der = None
+
+    @property
+    def handshake_ok(self):
+        # s_client prints "Cipher is (NONE)" / no protocol when it failed.
+        return (self.returncode == 0 and self.cert_der is not None
+                and self.protocol not in (None, "", "(NONE)"))
+
+    @property
+    def fingerprint(self):
+        return der_fingerprint(self.cert_der) if self.cert_der else None
+
+    def __repr__(self):
+        return ("<s_client rc=%s protocol=%s alpn=%s>\nstdout:\n%s\nstderr:\n%s"
+                % (self.returncode, self.protocol, self.alpn,
+                   self.stdout[-3000:], self.stderr[-3000:]))
+
+
+def s_client(host, port, *args, timeout=20):
+    """Runs `openssl s_client -connect host:port ARGS` with stdin closed
+    (so it hangs up right after the handshake)."""
+    require_tool("openssl")
+    proc = subprocess.run(
+        ["openssl", "s_client", "-connect", "%s:%d" % (host, port),
+         "-showcerts", *args],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        timeout=timeout)
+    return SClientResult(proc)
+
+
+# ---------------------------------------------------------------------------
+# Log lines: "ts=... level=info event=x.y key=value key="quoted value""
+
+_FIELD_RE = re.compile(r'([A-Za-z0-9_.\-]+)=("(?:[^"\\]|\\.)*"|\S*)')
+
+
+def parse_log_fields(line):
+    """key=value fields of one log line as a dict; quoted values unescaped."""
+    fields = {}
+    for m in _FIELD_RE.finditer(line):
+        key, value = m.group(1), m.group(2)
+        if value.startswith('"') and value.endswith('"') and len(value) >= 2:
+            value = re.sub(r"\\(x[0-9a-fA-F]{2}|.)", _unescape, value[1:-1])
+        fields[key] = value
+    return fields
+
+
+def _unescape(m):
+    s = m.group(1)
+    if s == "n":
+        return "\n"
+    if s.startswith("x") and len(s) == 3:
+        return chr(int(s[1:], 16))
+    return s
+
+
+class LogFile:
+    """Lines a process wrote to a file, read as it grows."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def lines(self):
+        try:
+            with open(self.path, "r", errors="replace") as f:
+                return f.read().splitlines()
+        except FileNotFoundError:
+            return []
+
+    def mark(self):
+        """Position to pass as `since` to only see later lines."""
+        return len(self.lines())
+
+    def find(self, pattern, since=0):
+        rx = re.compile(pattern)
+        return [ln for ln in self.lines()[since:] if rx.search(ln)]
+
+    def find_events(self, event, since=0, **fields):
+        """Lines whose event= is `event` and whose fields equal `fields`
+        (values compared after unquoting)."""
+        out = []
+        for ln in self.lines()[since:]:
+            f = parse_log_fields(ln)
+            if f.get("event") != event:
+                continue
+            if all(f.get(k) == str(v) for k, v in fields.items()):
+                out.append(ln)
+        return out
+
+    def wait_for(self, pattern, timeout=10.0, since=0, alive=None):
+        """First line (after `since`) matching regex `pattern`; raises
+        AssertionError with the log tail at the deadline or if `alive()`
+        turns false first."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            for ln in self.lines()[since:]:
+                if rx.search(ln):
+                    return ln
+            if alive is not None and not alive():
+                # One last look: the line may have been written on the way out.
+                for ln in self.lines()[since:]:
+                    if rx.search(ln):
+                        return ln
+                raise AssertionError("process exited before logging /%s/\n%s"
+                                     % (pattern, _log_tail(self.path)))
+            if time.monotonic() >= deadline:
+                raise AssertionError("no log line matching /%s/ within %.1fs\n%s"
+                                     % (pattern, timeout, _log_tail(self.path)))
+            time.sleep(0.05)
+
+    def wait_for_event(self, event, timeout=10.0, since=0, alive=None,
+                       **fields):
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.find_events(event, since=since, **fields)
+            if found:
+                return found[0]
+            if alive is not None and not alive():
+                found = self.find_events(event, since=since, **fields)
+                if found:
+                    return found[0]
+                raise AssertionError("process exited before logging event=%s %r\n%s"
+                                     % (event, fields, _log_tail(self.path)))
+            if time.monotonic() >= deadline:
+                raise AssertionError("no event=%s %r within %.1fs\n%s"
+                                     % (event, fields, timeout,
+                                        _log_tail(self.path)))
+            time.sleep(0.05)
+
+
+# ---------------------------------------------------------------------------
+# Fixture base
+
+
+class _Fixture:
+    @classmethod
+    def started(cls, testcase, *args, **kwargs):
+        """Creates and starts the fixture; stops it when the test ends."""
+        fx = cls(*args, **kwargs)
+        testcase.addCleanup(fx.close)
+        fx.start()
+        return fx
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+# ---------------------------------------------------------------------------
+# The postern-test system account
+#
+# Test processes may run in parallel (ctest -j) and each Sshd needs to know the
+# account's password. Two flock()ed files coordinate them: "gate" serialises
+# acquire/release, "holders" is held shared by every live user of the account.
+# The first holder (nobody else holds "holders") sets a fresh random password;
+# later ones read it from a root-only file. A crashed process drops its locks
+# with its descriptors, so nothing goes stale. The last holder locks the
+# password again on release.
+
+TEST_USER = "postern-test"
+_ACCOUNT_DIR = "/run/postern-itest"
+
+
+class TestAccount:
+    def __init__(self):
+        self.user = TEST_USER
+        self.password = None
+        self.uid = None
+        self.home = None
+        self._holders_fd = None
+
+    def acquire(self, timeout=60.0):
+        require_root()
+        for tool in ("useradd", "chpasswd", "usermod"):
+            if shutil.which(tool) is None and not os.path.exists(
+                    "/usr/sbin/" + tool):
+                raise missing_prerequisite("needs %s" % tool)
+        os.makedirs(_ACCOUNT_DIR, mode=0o700, exist_ok=True)
+        os.chmod(_ACCOUNT_DIR, 0o700)
+        gate = os.open(os.path.join(_ACCOUNT_DIR, "gate"),
+                       os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            _flock_deadline(gate, fcntl.LOCK_EX, timeout)
+            holders = os.open(os.path.join(_ACCOUNT_DIR, "holders"),
+                              os.O_RDWR | os.O_CREAT, 0o600)
+            pw_path = os.path.join(_ACCOUNT_DIR, "password")
+            try:
+                fcntl.flock(holders, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                first = True
+            except BlockingIOError:
+                first = False
+            try:
+                if first:
+                    self._ensure_user()
+                    self.password = secrets.token_urlsafe(18)
+                    _run_sbin(["chpasswd"], input_text="%s:%s\n"
+                              % (self.user, self.password))
+                    fd = os.open(pw_path + ".new",
+                                 os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                    with os.fdopen(fd, "w") as f:
+                        f.write(self.password)
+                    os.replace(pw_path + ".new", pw_path)
+                    fcntl.flock(holders, fcntl.LOCK_SH)
+                else:
+                    fcntl.flock(holders, fcntl.LOCK_SH)
+                    with open(pw_path) as f:
+                        self.password = f.read().strip()
+            except BaseException:
+                os.close(holders)
+                raise
+            self._holders_fd = holders
+        finally:
+            os.close(gate)  # also drops the gate lock
+        import pwd
+        pw = pwd.getpwnam(self.user)
+        self.uid, self.home = pw.pw_uid, pw.pw_dir
+        return self
+
+    def release(self):
+        if self._holders_fd is None:
+            return
+        gate = os.open(os.path.join(_ACCOUNT_DIR, "gate"),
+                       os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            _flock_deadline(gate, fcntl.LOCK_EX, 60.0)
+            holders, self._holders_fd = self._holders_fd, None
+            try:
+                fcntl.flock(holders, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                last = True
+            except BlockingIOError:
+                last = False
+            if last:
+                # Nobody can log in with a password we printed nowhere.
+                with contextlib.suppress(Exception):
+                    _run_sbin(["usermod", "-L", self.user])
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(_ACCOUNT_DIR, "password"))
+            os.close(holders)
+        finally:
+            os.close(gate)
+
+    def _ensure_user(self):
+        import pwd
+        try:
+            pwd.getpwnam(self.user)
+            return
+        except KeyError:
+            pass
+        proc = _run_sbin(["useradd", "--create-home", "--shell", "/bin/sh",
+                          "--comment", "Postern integration tests", self.user],
+                         check=False)
+        # Another process may have won the race to create it.
+        if proc.returncode not in (0, 9):
+            raise AssertionError("useradd failed: %s" % proc.stderr)
+
+
+def _run_sbin(argv, input_text=None, check=True):
+    exe = shutil.which(argv[0]) or os.path.join("/usr/sbin", argv[0])
+    proc = subprocess.run([exe, *argv[1:]], input=input_text,
+                          capture_output=True, text=True, timeout=30)
+    if check and proc.returncode != 0:
+        raise AssertionError("%s failed (%d): %s"
+                             % (argv[0], proc.returncode, proc.stderr))
+    return proc
+
+
+def _flock_deadline(fd, op, timeout):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, op | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise AssertionError("could not lock the test account within %ss"
+                                     % timeout)
+            time.sleep(0.05)
+
+
+# ---------------------------------------------------------------------------
+# OpenSSH server
+
+
+class HostKey:
+    """One sshd host key: paths and fingerprints."""
+
+    def __init__(self, key_type, path):
+        self.type = key_type
+        self.path = path
+        self.pub_path = path + ".pub"
+        with open(self.pub_path) as f:
+            self.public_line = f.read().strip()
+        blob = base64.b64decode(self.public_line.split()[1])
+        digest = hashlib.sha256(blob).digest()
+        # Hex of SHA-256 over the key blob.
+        self.sha256_hex = digest.hex()
+        # What `ssh-keygen -lf` prints: "SHA256:" + unpadded base64.
+        out = run(["ssh-keygen", "-lf", self.pub_path]).stdout.split()
+        self.fingerprint = out[1]
+        expected = "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+        if self.fingerprint != expected:
+            raise AssertionError("ssh-keygen says %s, computed %s"
+                                 % (self.fingerprint, expected))
+
+    def __repr__(self):
+        return "<HostKey %s %s>" % (self.type, self.fingerprint)
+
+
+class Sshd(_Fixture):
+    """A real OpenSSH server on 127.0.0.1:<free port> for the postern-test
+    account, which logs in with `password` or the ed25519 key at
+    `client_key` (public half at client_key + ".pub").
+
+    Attributes after start(): host, port, user, password, client_key,
+    host_keys {"ed25519": HostKey, "rsa": HostKey}, host_key_sha256 (the
+    ed25519 "SHA256:..." fingerprint), host_key_sha256_hex, log (LogFile).
+    """
+
+    SSHD = "/usr/sbin/sshd"
+
+    def __init__(self, host=LOOPBACK, extra_config=""):
+        if not _is_loopback(host):
+            raise ValueError("tests use 127.0.0.0/8 only")
+        self.host = host
+        self.port = None
+        self.extra_config = extra_config
+        self.dir = None
+        self.proc = None
+        self.account = None
+        self.user = TEST_USER
+        self.password = None
+        self.client_key = None
+        self.host_keys = {}
+        self.log = None
+
+    def start(self):
+        require_root()
+        if not os.access(self.SSHD, os.X_OK):
+            raise missing_prerequisite("needs %s (openssh-server)" % self.SSHD)
+        require_tool("ssh-keygen")
+        self.account = TestAccount().acquire()
+        self.password = self.account.password
+
+        self.dir = tempfile.mkdtemp(prefix="postern-sshd-")
+        # sshd opens AuthorizedKeysFile as the target user: it must be able
+        # to walk into the directory.
+        os.chmod(self.dir, 0o755)
+        for kt in ("ed25519", "rsa"):
+            path = os.path.join(self.dir, "ssh_host_%s_key" % kt)
+            args = ["-b", "3072"] if kt == "rsa" else []
+            run(["ssh-keygen", "-q", "-t", kt, *args, "-N", "", "-C",
+                 "postern-itest-host", "-f", path])
+            self.host_keys[kt] = HostKey(kt, path)
+
+        self.client_key = os.path.join(self.dir, "client_ed25519")
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C",
+             "postern-itest-client", "-f", self.client_key])
+        auth_keys = os.path.join(self.dir, "authorized_keys")
+        shutil.copyfile(self.client_key + ".pub", auth_keys)
+        os.chmod(auth_keys, 0o644)
+
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+
+        self.port = free_port(self.host)
+        self.config_path = os.path.join(self.dir, "sshd_config")
+        with open(self.config_path, "w") as f:
+            f.write(self._config(auth_keys))
+        self.log = LogFile(os.path.join(self.dir, "sshd.log"))
+        with open(self.log.path, "wb") as logf:
+            self.proc = subprocess.Popen(
+                [self.SSHD, "-D", "-e", "-f", self.config_path],
+                stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                start_new_session=True)
+        self._wait_banner()
+        return self
+
+    def _config(self, auth_keys):
+        lines = [
+            "ListenAddress %s:%d" % (self.host, self.port),
+            "HostKey %s" % self.host_keys["ed25519"].path,
+            "HostKey %s" % self.host_keys["rsa"].path,
+            "PidFile %s" % os.path.join(self.dir, "sshd.pid"),
+            "AuthorizedKeysFile %s" % auth_keys,
+            "StrictModes no",
+            "UsePAM no",
+            "PasswordAuthentication yes",
+            "PubkeyAuthentication yes",
+            "KbdInteractiveAuthentication no",
+            "PermitRootLogin no",
+            "AllowUsers %s" % self.user,
+            "UseDNS no",
+            "PrintMotd no",
+            "PrintLastLog no",
+            "X11Forwarding no",
+            "AllowTcpForwarding yes",
+            "MaxStartups 50:30:100",
+            "MaxAuthTries 6",
+            "LoginGraceTime 30",
+            "LogLevel VERBOSE",
+            "Subsystem sftp internal-sftp",
+        ]
+        return "\n".join(lines) + "\n" + self.extra_config + "\n"
+
+    def _wait_banner(self):
+        deadline = time.monotonic() + START_TIMEOUT
+        last = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError("sshd exited with %s\n%s"
+                                     % (self.proc.returncode,
+                                        _log_tail(self.log.path)))
+            try:
+                with socket.create_connection((self.host, self.port),
+                                              timeout=2) as s:
+                    s.settimeout(2)
+                    data = b""
+                    while b"\n" not in data and len(data) < 1024:
+                        chunk = s.recv(256)
+                        if not chunk:
+                            break
+                        data += chunk
+                    if data.startswith(b"SSH-2.0-"):
+                        self.banner = data.split(b"\r\n")[0].decode()
+                        return
+                    last = data
+            except OSError as e:
+                last = e
+            time.sleep(0.05)
+        raise AssertionError("sshd on %s:%d sent no SSH-2.0 banner (%r)\n%s"
+                             % (self.host, self.port, last,
+                                _log_tail(self.log.path)))
+
+    @property
+    def host_key_sha256(self):
+        return self.host_keys["ed25519"].fingerprint
+
+    @property
+    def host_key_sha256_hex(self):
+        return self.host_keys["ed25519"].sha256_hex
+
+    def vm_config(self, name="linux01", **more):
+        """A gateway `vms` entry pointing at this server, host key pinned."""
+        vm = {"name": name, "address": self.host,
+              "ssh": {"port": self.port,
+                      "host_key_sha256": self.host_key_sha256}}
+        vm.update(more)
+        return vm
+
+    def ssh_argv(self, *remote, key=None, batch=True, extra=()):
+        """argv for the real ssh client towards this server."""
+        argv = ["ssh", "-F", "/dev/null", "-p", str(self.port),
+                "-o", "StrictHostKeyChecking=no",
+                "-o", "UserKnownHostsFile=/dev/null",
+                "-o", "LogLevel=ERROR",
+                "-o", "ConnectTimeout=10",
+                "-o", "BatchMode=%s" % ("yes" if batch else "no")]
+        if key:
+            argv += ["-i", key, "-o", "IdentitiesOnly=yes",
+                     "-o", "PreferredAuthentications=publickey",
+                     "-o", "PasswordAuthentication=no"]
+        argv += list(extra)
+        argv += ["%s@%s" % (self.user, self.host), *remote]
+        return argv
+
+    def run_ssh_with_key(self, command, key=None, timeout=30):
+        return run(self.ssh_argv(command, key=key or self.client_key),
+                   timeout=timeout, check=False)
+
+    def run_ssh_with_password(self, command, password=None, timeout=30):
+        """Password login through SSH_ASKPASS (or sshpass when present)."""
+        password = self.password if password is None else password
+        extra = ["-o", "PreferredAuthentications=password",
+                 "-o", "PubkeyAuthentication=no",
+                 "-o", "NumberOfPasswordPrompts=1"]
+        argv = self.ssh_argv(command, batch=False, extra=extra)
+        env = dict(os.environ)
+        env.pop("SSH_AUTH_SOCK", None)
+        if shutil.which("sshpass"):
+            env["SSHPASS"] = password
+            return run(["sshpass", "-e", *argv], env=env, timeout=timeout,
+                       check=False)
+        askpass = os.path.join(self.dir, "askpass.sh")
+        if not os.path.exists(askpass):
+            with open(askpass, "w") as f:
+                f.write('#!/bin/sh\nprintf "%s\\n" "$POSTERN_ITEST_PASSWORD"\n')
+            os.chmod(askpass, 0o700)
+        env.update(SSH_ASKPASS=askpass, SSH_ASKPASS_REQUIRE="force",
+                   POSTERN_ITEST_PASSWORD=password)
+        # A new session: no controlling terminal for ssh to prompt on.
+        return run(argv, env=env, timeout=timeout, check=False,
+                   start_new_session=True)
+
+    def stop(self, timeout=10.0):
+        rc = stop_process(self.proc, signal.SIGTERM, timeout)
+        self.proc = None
+        return rc
+
+    def close(self):
+        try:
+            self.stop()
+        finally:
+            if self.account is not None:
+                self.account.release()
+                self.account = None
+            if self.dir:
+                shutil.rmtree(self.dir, ignore_errors=True)
+                self.dir = None
+
+
+# ---------------------------------------------------------------------------
+# The gateway daemon
+
+
+def posternd_path():
+    """The daemon under test: $POSTERND, else $POSTERN_BUILD_DIR/posternd.
+
+    Skips the test when neither is set (running a file by hand without a
+    build); fails when the named file is missing.
+    """
+    path = os.environ.get("POSTERND")
+    if not path and os.environ.get("POSTERN_BUILD_DIR"):
+        path = os.path.join(os.environ["POSTERN_BUILD_DIR"], "posternd")
+    if not path:
+        raise missing_prerequisite("set POSTERND to the posternd binary")
+    if not os.access(path, os.X_OK):
+        raise AssertionError("POSTERND=%s is not an executable file" % path)
+    return path
+
+
+def split_host_port(value):
+    """"127.0.0.1:8443" or "[::1]:8443" -> (host, port)."""
+    m = re.fullmatch(r"\[([^\]]+)\]:(\d+)|([^:\[\]]+):(\d+)", value)
+    if not m:
+        raise ValueError("not host:port: %r" % value)
+    if m.group(1):
+        return m.group(1), int(m.group(2))
+    return m.group(3), int(m.group(4))
+
+
+class CheckResult:
+    def __init__(self, proc):
+        self.returncode = proc.returncode
+        self.stdout = proc.stdout
+        self.stderr = proc.stderr
+
+    def __repr__(self):
+        return "<exit %s stdout=%r stderr=%r>" % (
+            self.returncode, self.stdout, self.stderr)
+
+
+def check_config(path, timeout=30):
+    """Runs `posternd --check-config path`."""
+    return CheckResult(run([posternd_path(), "--check-config", path],
+                           timeout=timeout, check=False))
+
+
+class Gateway(_Fixture):
+    """posternd with a JSON config built from a dict.
+
+    Defaults fill what the test leaves out: `listen` 127.0.0.1:<free port>,
+    `state_dir` a temp dir, `log_level` "info" (defaults=False writes the
+    dict as given; config_text= writes raw text, e.g. broken JSON).
+
+    After start(): host, port, base_url, pid, config_path, log (LogFile of
+    stderr), state_dir. start(wait=False) returns right after the spawn, for
+    tests that expect the daemon to exit; see wait_exit().
+    """
+
+    def __init__(self, config=None, *, config_text=None, defaults=True,
+                 binary=None, env=None, tmp=None, args=None):
+        self.binary = binary
+        self.dir = tmp
+        self._own_dir = tmp is None
+        self.config = dict(config or {})
+        self.config_text = config_text
+        self.defaults = defaults
+        self.env = env
+        self.extra_args = list(args or [])
+        self.proc = None
+        self.log = None
+        self.host = self.port = None
+        self.returncode = None
+
+    # -- config --------------------------------------------------------------
+
+    def _fill_defaults(self):
+        if not self.defaults:
+            return
+        self.config.setdefault("listen", "%s:%d" % (LOOPBACK, free_port()))
+        if "state_dir" not in self.config:
+            state = os.path.join(self.dir, "state")
+            os.makedirs(state, mode=0o700, exist_ok=True)
+            self.config["state_dir"] = state
+        self.config.setdefault("log_level", "info")
+
+    def write_config(self, config=None, text=None):
+        """(Re)writes the config file atomically, from a dict or raw text."""
+        if config is not None:
+            self.config = dict(config)
+        if text is None:
+            text = json.dumps(self.config, indent=2) + "\n"
+        tmp = self.config_path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, self.config_path)
+
+    @property
+    def state_dir(self):
+        return self.config.get("state_dir")
+
+    def listen_addresses(self):
+        lst = self.config.get("listen")
+        if isinstance(lst, str):
+            lst = [lst]
+        return [split_host_port(v) for v in (lst or [])]
+
+    # -- process -------------------------------------------------------------
+
+    def start(self, wait=True, timeout=START_TIMEOUT):
+        self.binary = self.binary or posternd_path()
+        if self.dir is None:
+            self.dir = tempfile.mkdtemp(prefix="postern-gw-")
+        self.config_path = os.path.join(self.dir, "posternd.json")
+        if self.config_text is None:
+            self._fill_defaults()
+            self.write_config()
+        else:
+            self.write_config(text=self.config_text)
+        addrs = []
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            addrs = self.listen_addresses()
+        if addrs:
+            self.host, self.port = addrs[0]
+        self.log = LogFile(os.path.join(self.dir, "posternd.stderr"))
+        self.stdout_path = os.path.join(self.dir, "posternd.stdout")
+        env = dict(os.environ)
+        env.update(self.env or {})
+        with open(self.log.path, "ab") as errf, \
+                open(self.stdout_path, "ab") as outf:
+            self.proc = subprocess.Popen(
+                [self.binary, "--config", self.config_path, *self.extra_args],
+                stdin=subprocess.DEVNULL, stdout=outf, stderr=errf,
+                env=env, start_new_session=True)
+        if wait:
+            self.wait_healthy(timeout)
+        return self
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    @property
+    def base_url(self):
+        return "https://%s:%d" % (self.host, self.port)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait_healthy(self, timeout=START_TIMEOUT):
+        deadline = time.monotonic() + timeout
+        last = None
+        while True:
+            if not self.alive():
+                raise AssertionError(
+                    "posternd exited with %s before answering /healthz\n%s"
+                    % (self.proc.returncode, _log_tail(self.log.path)))
+            try:
+                r = https_request(self.host, self.port, "GET", "/healthz",
+                                  timeout=5)
+                if r.status == 200:
+                    return
+                last = r
+            except (OSError, http.client.HTTPException) as e:
+                last = e
+            if time.monotonic() >= deadline:
+                raise AssertionError(
+                    "posternd on %s:%s did not answer /healthz 200 within "
+                    "%.0fs (last: %r)\n%s" % (self.host, self.port, timeout,
+                                              last, _log_tail(self.log.path)))
+            time.sleep(0.05)
+
+    def wait_exit(self, timeout=15.0):
+        """Waits for the process to end on its own; returns its exit code.
+        Fails (and kills it) at the deadline."""
+        try:
+            self.returncode = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            stop_process(self.proc, signal.SIGKILL)
+            raise AssertionError("posternd still running after %.1fs\n%s"
+                                 % (timeout, _log_tail(self.log.path)))
+        return self.returncode
+
+    def stderr_text(self):
+        with open(self.log.path, "r", errors="replace") as f:
+            return f.read()
+
+    def stdout_text(self):
+        with open(self.stdout_path, "r", errors="replace") as f:
+            return f.read()
+
+    def reload(self):
+        """SIGHUP: re-read the config."""
+        os.kill(self.proc.pid, signal.SIGHUP)
+
+    def send_signal(self, sig):
+        os.kill(self.proc.pid, sig)
+
+    def stop(self, sig=signal.SIGTERM, timeout=15.0):
+        """Sends sig to the daemon, waits up to timeout for it to exit and
+        returns its exit code. If it does not exit in time it is killed and
+        the test fails."""
+        if self.proc is None:
+            return self.returncode
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                stop_process(self.proc, signal.SIGKILL)
+                raise AssertionError("posternd ignored %s for %.1fs\n%s"
+                                     % (signal.Signals(sig).name, timeout,
+                                        _log_tail(self.log.path)))
+        self.returncode = self.proc.returncode
+        # Reap anything the daemon left in its group.
+        _signal_group(self.proc, signal.SIGKILL)
+        return self.returncode
+
+    def close(self):
+        try:
+            if self.proc is not None:
+                stop_process(self.proc, signal.SIGTERM, timeout=10)
+                self.returncode = self.proc.returncode
+        finally:
+            if self._own_dir and self.dir:
+                shutil.rmtree(self.dir, ignore_errors=True)
+                self.dir = None
+
+    # -- clients -------------------------------------------------------------
+
+    def request(self, method, path, headers=None, body=None, timeout=10.0,
+                port=None, host=None):
+        return https_request(host or self.host, port or self.port, method,
+                             path, headers=headers, body=body, timeout=timeout)
+
+    def https_get(self, path, headers=None, timeout=10.0):
+        return self.request("GET", path, headers=headers, timeout=timeout)
+
+    def raw_request(self, request_bytes, timeout=10.0, method="GET"):
+        """Bytes sent verbatim over TLS; see raw_https_request()."""
+        return raw_https_request(self.host, self.port, request_bytes,
+                                 timeout=timeout, method=method)
+
+    def raw_get(self, target, timeout=10.0, extra_headers=""):
+        """GET with the request target sent byte for byte (no client-side
+        normalisation or quoting)."""
+        if isinstance(target, str):
+            target = target.encode("latin-1")
+        req = (b"GET " + target + b" HTTP/1.1\r\nHost: " +
+               ("%s:%d" % (self.host, self.port)).encode() +
+               b"\r\n" + extra_headers.encode() + b"Connection: close\r\n\r\n")
+        return self.raw_request(req, timeout=timeout)
+
+    def tls_socket(self, timeout=10.0, alpn=("http/1.1",)):
+        return tls_connect(self.host, self.port, timeout=timeout, alpn=alpn)
+
+    def tcp_socket(self, timeout=10.0):
+        return socket.create_connection((self.host, self.port), timeout=timeout)
+
+
+class HealthPoller:
+    """Requests /healthz over and over on a thread while a test misbehaves on
+    other connections; records every outcome.
+
+        with HealthPoller(gw) as hp:
+            ...abuse...
+        hp.assert_healthy(testcase)
+    """
+
+    def __init__(self, gateway, interval=0.05, timeout=5.0):
+        self.gw = gateway
+        self.interval = interval
+        self.timeout = timeout
+        self.ok = 0
+        self.failures = []
+        self._stop = threading.Event()
+        self._thread = None
+
+    def _run(self):
+        while not self._stop.is_set():
+            t0 = time.monotonic()
+            try:
+                r = self.gw.https_get("/healthz", timeout=self.timeout)
+                if r.status == 200:
+                    self.ok += 1
+                else:
+                    self.failures.append("status %d" % r.status)
+            except Exception as e:  # noqa: BLE001 - every failure counts
+                self.failures.append("%s after %.2fs: %s"
+                                     % (type(e).__name__,
+                                        time.monotonic() - t0, e))
+            self._stop.wait(self.interval)
+
+    def wait_for_successes(self, n, timeout=10.0):
+        start = self.ok
+        wait_until(lambda: self.ok >= start + n or self.failures, timeout,
+                   message="%d /healthz answers" % n)
+
+    def __enter__(self):
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=self.timeout + 5)
+        return False
+
+    def assert_healthy(self, testcase, minimum=1):
+        testcase.assertEqual(self.failures, [],
+                             "/healthz failed while other connections misbehaved")
+        testcase.assertGreaterEqual(self.ok, minimum,
+                                    "too few /healthz answers during the test")
+
+
+# ---------------------------------------------------------------------------
+# Prometheus text format
+
+_METRIC_LINE = re.compile(
+    r'^([a-zA-Z_:][a-zA-Z0-9_:]*)'
+    r'(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*"'
+    r'(?:,[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*")*,?)?\})?'
+    r' ([-+]?(?:[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?|NaN|[-+]?Inf))'
+    r'(?: -?[0-9]+)?$')
+_COMMENT_LINE = re.compile(
+    r'^# (?:HELP [a-zA-Z_:][a-zA-Z0-9_:]* .*|HELP [a-zA-Z_:][a-zA-Z0-9_:]*'
+    r'|TYPE [a-zA-Z_:][a-zA-Z0-9_:]* (?:counter|gauge|histogram|summary|untyped))$'
+    r'|^#(?! HELP| TYPE).*$')
+
+
+def parse_prometheus(text):
+    """[(name, labels_text, value)] from the exposition text; raises
+    AssertionError naming the first line that is not valid."""
+    samples = []
+    for i, line in enumerate(text.split("\n"), 1):
+        if line == "":
+            continue
+        if line.startswith("#"):
+            if not _COMMENT_LINE.match(line):
+                raise AssertionError("metrics line %d is not a valid comment: %r"
+                                     % (i, line))
+            continue
+        m = _METRIC_LINE.match(line)
+        if not m:
+            raise AssertionError("metrics line %d does not parse: %r" % (i, line))
+        samples.append((m.group(1), m.group(2) or "", float(m.group(3))))
+    return samples
+
+
+def metric_sum(samples, name):
+    return sum(v for n, _, v in samples if n == name)
