@@ -62,14 +62,18 @@ static int fail(cfg_ctx *c, const char *path, const char *fmt, ...)
     return PST_E_CONFIG;
 }
 
+/* Paths longer than PATH_MAX_LEN are cut: they only ever name a place in
+ * an error message. */
 static void path_key(char *out, const char *path, const char *key)
 {
-    snprintf(out, PATH_MAX_LEN, "%s%s%s", path, *path ? "." : "", key);
+    if (snprintf(out, PATH_MAX_LEN, "%s%s%s", path, *path ? "." : "", key) >= PATH_MAX_LEN)
+        out[PATH_MAX_LEN - 1] = '\0';
 }
 
 static void path_index(char *out, const char *path, size_t i)
 {
-    snprintf(out, PATH_MAX_LEN, "%s[%zu]", path, i);
+    if (snprintf(out, PATH_MAX_LEN, "%s[%zu]", path, i) >= PATH_MAX_LEN)
+        out[PATH_MAX_LEN - 1] = '\0';
 }
 
 static const char *json_kind(const json_t *v)
@@ -279,12 +283,16 @@ int gw_addr_parse(const char *text, gw_addr *out)
     return 0;
 }
 
+/* Listen addresses must be IP literals: binding by host name would need a
+ * resolver at start and could silently pick another interface. */
 static int parse_addr_value(cfg_ctx *c, const char *path, json_t *v, gw_addr *out)
 {
+    struct in6_addr a6;
     if (!json_is_string(v))
-        return fail(c, path, "expected a string \"host:port\", got %s", json_kind(v));
-    if (gw_addr_parse(json_string_value(v), out) != 0)
-        return fail(c, path, "expected \"host:port\" or \"[IPv6]:port\" with a port "
+        return fail(c, path, "expected a string \"IP:port\", got %s", json_kind(v));
+    if (gw_addr_parse(json_string_value(v), out) != 0 ||
+        (inet_pton(AF_INET, out->host, &a6) != 1 && inet_pton(AF_INET6, out->host, &a6) != 1))
+        return fail(c, path, "expected \"IPv4:port\" or \"[IPv6]:port\" with a port "
                              "from 1 to 65535, got %s", log_q(json_string_value(v)));
     return 0;
 }
