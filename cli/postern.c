@@ -1,11 +1,290 @@
-/* postern: the command-line client. Subcommands arrive with their issues
- * (tunnel, login, user, audit, recording); this is the entry point. */
+/* postern: the command-line client.
+ *
+ *   postern user add NAME --role ROLE [--role ROLE...] --users-file FILE [--password-stdin]
+ *   postern user passwd NAME --users-file FILE [--password-stdin]
+ *   postern user disable|enable NAME --users-file FILE
+ *   postern user totp NAME --users-file FILE [--issuer NAME]
+ *   postern user list --users-file FILE
+ *   postern audit verify FILE
+ *
+ * User commands edit the users file atomically and never print a secret
+ * other than the TOTP enrolment URI they exist to show. A running gateway
+ * picks changes up on SIGHUP. */
+#include "auth/auth.h"
+
+#include "common/err.h"
+
+#include <errno.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <termios.h>
+#include <unistd.h>
+
+#define EXIT_USAGE 2
+
+typedef struct {
+    const char *users_file;
+    const char *roles[16];
+    size_t nroles;
+    bool password_stdin;
+    const char *issuer;
+} options;
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: postern --version\n");
+    fprintf(f,
+            "usage: postern user add NAME --role ROLE [--role ROLE...] --users-file FILE\n"
+            "                        [--password-stdin]\n"
+            "       postern user passwd NAME --users-file FILE [--password-stdin]\n"
+            "       postern user disable NAME --users-file FILE\n"
+            "       postern user enable NAME --users-file FILE\n"
+            "       postern user totp NAME --users-file FILE [--issuer NAME]\n"
+            "       postern user list --users-file FILE\n"
+            "       postern audit verify FILE\n"
+            "       postern --version\n");
+}
+
+static int parse_options(int argc, char **argv, int first, options *o)
+{
+    for (int i = first; i < argc; i++) {
+        if (strcmp(argv[i], "--users-file") == 0 && i + 1 < argc) {
+            o->users_file = argv[++i];
+        } else if (strcmp(argv[i], "--role") == 0 && i + 1 < argc) {
+            if (o->nroles == sizeof(o->roles) / sizeof(o->roles[0])) {
+                fprintf(stderr, "postern: too many --role options\n");
+                return -1;
+            }
+            o->roles[o->nroles++] = argv[++i];
+        } else if (strcmp(argv[i], "--password-stdin") == 0) {
+            o->password_stdin = true;
+        } else if (strcmp(argv[i], "--issuer") == 0 && i + 1 < argc) {
+            o->issuer = argv[++i];
+        } else {
+            fprintf(stderr, "postern: unexpected argument '%s'\n", argv[i]);
+            return -1;
+        }
+    }
+    if (!o->users_file) {
+        fprintf(stderr, "postern: --users-file FILE is required\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* Reads one line without echo (prompt on the terminal) or from stdin. */
+static int read_secret(const char *prompt, bool from_stdin, char *buf, size_t len)
+{
+    struct termios old, quiet;
+    bool tty = !from_stdin && isatty(STDIN_FILENO);
+    if (!from_stdin && !tty) {
+        fprintf(stderr, "postern: no terminal to ask for a password; use --password-stdin\n");
+        return -1;
+    }
+    if (tty) {
+        fprintf(stderr, "%s", prompt);
+        tcgetattr(STDIN_FILENO, &old);
+        quiet = old;
+        quiet.c_lflag &= ~(tcflag_t)ECHO;
+        tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+    }
+    char *ok = fgets(buf, (int)len, stdin);
+    if (tty) {
+        tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
+        fprintf(stderr, "\n");
+    }
+    if (!ok)
+        return -1;
+    size_t n = strlen(buf);
+    if (n == len - 1 && buf[n - 1] != '\n') {
+        fprintf(stderr, "postern: password longer than %d bytes\n", AUTH_PASSWORD_MAX);
+        return -1;
+    }
+    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+        buf[--n] = '\0';
+    return 0;
+}
+
+static int ask_new_password(bool from_stdin, char *hash, size_t hashlen)
+{
+    char pw[AUTH_PASSWORD_MAX + 2], again[AUTH_PASSWORD_MAX + 2];
+    int rc = -1;
+    if (read_secret("New password: ", from_stdin, pw, sizeof(pw)) != 0)
+        goto out;
+    if (!from_stdin) {
+        if (read_secret("Repeat it: ", false, again, sizeof(again)) != 0)
+            goto out;
+        if (strcmp(pw, again) != 0) {
+            fprintf(stderr, "postern: the passwords differ\n");
+            goto out;
+        }
+    }
+    if (strlen(pw) < 8) {
+        fprintf(stderr, "postern: a password needs at least 8 characters\n");
+        goto out;
+    }
+    int hrc = auth_password_hash(pw, strlen(pw), NULL, hash, hashlen);
+    if (hrc != 0) {
+        fprintf(stderr, "postern: cannot hash the password: %s\n", pst_strerror(hrc));
+        goto out;
+    }
+    rc = 0;
+out:
+    OPENSSL_cleanse(pw, sizeof(pw));
+    OPENSSL_cleanse(again, sizeof(again));
+    return rc;
+}
+
+static int load(const options *o, auth_users **users)
+{
+    char err[512];
+    if (auth_users_load(o->users_file, users, err, sizeof(err)) != 0) {
+        fprintf(stderr, "postern: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+static int save(const options *o, auth_users *users)
+{
+    char err[512];
+    int rc = auth_users_save(users, o->users_file, err, sizeof(err));
+    if (rc != 0)
+        fprintf(stderr, "postern: %s\n", err);
+    return rc;
+}
+
+static int find(auth_users *users, const char *name, auth_user **u)
+{
+    *u = auth_users_find(users, name);
+    if (!*u) {
+        fprintf(stderr, "postern: no user '%s'\n", name);
+        return -1;
+    }
+    return 0;
+}
+
+static int user_command(int argc, char **argv)
+{
+    if (argc < 3) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    const char *cmd = argv[2];
+    bool list = strcmp(cmd, "list") == 0;
+    const char *name = list ? NULL : (argc > 3 ? argv[3] : NULL);
+    options o = {0};
+    if ((!list && !name) || parse_options(argc, argv, list ? 3 : 4, &o) != 0) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (name && !auth_name_valid(name)) {
+        fprintf(stderr, "postern: a user name is 1 to %d letters, digits, '.', '_', '-', '@'\n",
+                AUTH_NAME_MAX);
+        return EXIT_USAGE;
+    }
+    auth_users *users;
+    if (load(&o, &users) != 0)
+        return 1;
+    int rc = 1;
+    auth_user *u = NULL;
+    char hash[AUTH_HASH_MAX];
+
+    if (strcmp(cmd, "add") == 0) {
+        if (o.nroles == 0) {
+            fprintf(stderr, "postern: give the user a role with --role ROLE\n");
+            rc = EXIT_USAGE;
+            goto out;
+        }
+        int arc = auth_users_add(users, name, &u);
+        if (arc == -EEXIST) {
+            fprintf(stderr, "postern: user '%s' exists; use `postern user passwd`\n", name);
+            goto out;
+        }
+        for (size_t i = 0; arc == 0 && i < o.nroles; i++)
+            if ((arc = auth_user_add_role(u, o.roles[i])) == PST_E_PARSE)
+                fprintf(stderr, "postern: bad role name '%s'\n", o.roles[i]);
+        if (arc != 0 || ask_new_password(o.password_stdin, hash, sizeof(hash)) != 0 ||
+            auth_user_set_password_hash(u, hash) != 0 || save(&o, users) != 0)
+            goto out;
+        printf("added user %s\n", name);
+    } else if (strcmp(cmd, "passwd") == 0) {
+        if (find(users, name, &u) || ask_new_password(o.password_stdin, hash, sizeof(hash)) ||
+            auth_user_set_password_hash(u, hash) || save(&o, users))
+            goto out;
+        printf("password of %s changed\n", name);
+    } else if (strcmp(cmd, "disable") == 0 || strcmp(cmd, "enable") == 0) {
+        if (find(users, name, &u))
+            goto out;
+        u->disabled = cmd[0] == 'd';
+        if (save(&o, users))
+            goto out;
+        printf("user %s %s\n", name, u->disabled ? "disabled" : "enabled");
+    } else if (strcmp(cmd, "totp") == 0) {
+        if (find(users, name, &u))
+            goto out;
+        uint8_t key[AUTH_TOTP_KEY_LEN];
+        char b32[AUTH_TOTP_KEY_LEN * 2], uri[512];
+        if (RAND_bytes(key, sizeof(key)) != 1)
+            goto out;
+        memcpy(u->totp_key, key, sizeof(key));
+        u->totp_key_len = sizeof(key);
+        auth_base32_encode(key, sizeof(key), b32, sizeof(b32));
+        const char *issuer = o.issuer ? o.issuer : "Postern";
+        if (!auth_name_valid(issuer)) {
+            fprintf(stderr, "postern: bad issuer name\n");
+            goto out;
+        }
+        if (auth_totp_uri(issuer, name, b32, uri, sizeof(uri)) != 0 || save(&o, users))
+            goto out;
+        /* The one secret this command prints: it is what enrolment means. */
+        printf("%s\n", uri);
+        OPENSSL_cleanse(key, sizeof(key));
+        OPENSSL_cleanse(b32, sizeof(b32));
+        OPENSSL_cleanse(uri, sizeof(uri));
+    } else if (list) {
+        for (size_t i = 0; i < users->n; i++) {
+            const auth_user *x = &users->v[i];
+            printf("%s\troles=", x->name);
+            for (size_t r = 0; r < x->nroles; r++)
+                printf("%s%s", r ? "," : "", x->roles[r]);
+            printf("\tpassword=%s\tmfa=%s%s\n", x->password_hash ? "set" : "none",
+                   x->totp_key_len ? "totp" : "none", x->disabled ? "\tdisabled" : "");
+        }
+    } else {
+        usage(stderr);
+        rc = EXIT_USAGE;
+        goto out;
+    }
+    rc = 0;
+out:
+    OPENSSL_cleanse(hash, sizeof(hash));
+    auth_users_free(users);
+    return rc;
+}
+
+static int audit_command(int argc, char **argv)
+{
+    if (argc != 4 || strcmp(argv[2], "verify") != 0) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    FILE *f = fopen(argv[3], "r");
+    if (!f) {
+        fprintf(stderr, "postern: cannot open %s: %s\n", argv[3], strerror(errno));
+        return 1;
+    }
+    auth_audit_report rep;
+    int rc = auth_audit_verify(f, &rep);
+    fclose(f);
+    if (rc == 0) {
+        printf("%s: OK (%zu events, last sha256 %s)\n", argv[3], rep.lines, rep.last_hash);
+        return 0;
+    }
+    printf("%s: FAILED: %s\n", argv[3], rep.reason);
+    return 1;
 }
 
 int main(int argc, char **argv)
@@ -14,6 +293,14 @@ int main(int argc, char **argv)
         printf("postern %s\n", POSTERN_VERSION);
         return 0;
     }
-    usage(argc == 2 && strcmp(argv[1], "--help") == 0 ? stdout : stderr);
-    return argc == 2 && strcmp(argv[1], "--help") == 0 ? 0 : 2;
+    if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        usage(stdout);
+        return 0;
+    }
+    if (argc >= 2 && strcmp(argv[1], "user") == 0)
+        return user_command(argc, argv);
+    if (argc >= 2 && strcmp(argv[1], "audit") == 0)
+        return audit_command(argc, argv);
+    usage(stderr);
+    return EXIT_USAGE;
 }

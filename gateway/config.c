@@ -21,32 +21,6 @@ typedef struct {
     gw_config *cfg;
 } cfg_ctx;
 
-static const struct {
-    const char *name;
-    unsigned flag;
-} action_names[] = {
-    {"ssh-login", GW_ACT_SSH_LOGIN},     {"ssh-admin-login", GW_ACT_SSH_ADMIN_LOGIN},
-    {"rdp-login", GW_ACT_RDP_LOGIN},     {"rdp-admin-login", GW_ACT_RDP_ADMIN_LOGIN},
-    {"tunnel", GW_ACT_TUNNEL},           {"auditor", GW_ACT_AUDITOR},
-    {"approver", GW_ACT_APPROVER},       {"admin", GW_ACT_ADMIN},
-};
-
-unsigned gw_action_parse(const char *name)
-{
-    for (size_t i = 0; i < sizeof(action_names) / sizeof(action_names[0]); i++)
-        if (strcmp(name, action_names[i].name) == 0)
-            return action_names[i].flag;
-    return 0;
-}
-
-const char *gw_action_name(unsigned flag)
-{
-    for (size_t i = 0; i < sizeof(action_names) / sizeof(action_names[0]); i++)
-        if (action_names[i].flag == flag)
-            return action_names[i].name;
-    return "unknown";
-}
-
 static int fail(cfg_ctx *c, const char *path, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -448,7 +422,7 @@ static bool valid_selector(const char *s)
 
 static int parse_roles(cfg_ctx *c, json_t *root)
 {
-    static const char *const keys[] = {"vms", "actions", NULL};
+    static const char *const keys[] = {"vms", "actions", "mfa_required", NULL};
     gw_config *cfg = c->cfg;
     json_t *roles = json_object_get(root, "roles");
     if (!roles)
@@ -465,23 +439,24 @@ static int parse_roles(cfg_ctx *c, json_t *root)
     json_t *r;
     json_object_foreach(roles, name, r) {
         char path[PATH_MAX_LEN], sub[PATH_MAX_LEN];
-        gw_role *role = &cfg->roles[cfg->nroles++];
+        auth_role *role = &cfg->roles[cfg->nroles++];
         path_key(path, "roles", name);
         if (!valid_name(name))
             return fail(c, path, "expected a role name of letters, digits, '.', '_', '-'");
         role->name = name;
         if (want_object(c, path, r) || check_keys(c, path, r, keys))
             return PST_E_CONFIG;
-        if (get_string_list(c, path, r, "vms", false, &role->vms, &role->nvms))
+        if (get_string_list(c, path, r, "vms", false, &role->selectors, &role->nselectors) ||
+            get_bool(c, path, r, "mfa_required", &role->mfa_required))
             return PST_E_CONFIG;
-        for (size_t i = 0; i < role->nvms; i++) {
+        for (size_t i = 0; i < role->nselectors; i++) {
             path_key(sub, path, "vms");
             char item[PATH_MAX_LEN];
             path_index(item, sub, i);
-            if (!valid_selector(role->vms[i]))
+            if (!valid_selector(role->selectors[i]))
                 return fail(c, item, "expected a VM name pattern (letters, digits, '.', "
                                      "'_', '-', '*', '?') or \"tag:TAG\", got %s",
-                            log_q(role->vms[i]));
+                            log_q(role->selectors[i]));
         }
         json_t *acts = json_object_get(r, "actions");
         path_key(sub, path, "actions");
@@ -493,7 +468,7 @@ static int parse_roles(cfg_ctx *c, json_t *root)
             json_t *a = json_array_get(acts, i);
             char item[PATH_MAX_LEN];
             path_index(item, sub, i);
-            unsigned flag = json_is_string(a) ? gw_action_parse(json_string_value(a)) : 0;
+            unsigned flag = json_is_string(a) ? auth_action_parse(json_string_value(a)) : 0;
             if (!flag)
                 return fail(c, item, "expected one of ssh-login, ssh-admin-login, "
                                      "rdp-login, rdp-admin-login, tunnel, auditor, "
@@ -525,6 +500,44 @@ static int parse_limits(cfg_ctx *c, json_t *root)
                 &l->shutdown_grace_seconds) ||
         get_int(c, "limits", v, "handshake_timeout_seconds", false, 1, 300,
                 &l->handshake_timeout_seconds))
+        return PST_E_CONFIG;
+    return 0;
+}
+
+static int parse_auth(cfg_ctx *c, json_t *root)
+{
+    static const char *const keys[] = {"session_idle_seconds", "session_max_seconds",
+                                       "token_max_seconds", "throttle", NULL};
+    static const char *const tkeys[] = {"free_failures", "max_delay_seconds",
+                                        "lock_failures", "lock_seconds", NULL};
+    gw_auth_settings *a = &c->cfg->auth;
+    a->session_idle_seconds = 1800;
+    a->session_max_seconds = 8 * 3600;
+    a->token_max_seconds = 90 * 86400;
+    a->throttle = auth_throttle_default;
+    json_t *v = json_object_get(root, "auth");
+    if (!v)
+        return 0;
+    if (want_object(c, "auth", v) || check_keys(c, "auth", v, keys) ||
+        get_int(c, "auth", v, "session_idle_seconds", false, 60, 7 * 86400,
+                &a->session_idle_seconds) ||
+        get_int(c, "auth", v, "session_max_seconds", false, 60, 30 * 86400,
+                &a->session_max_seconds) ||
+        get_int(c, "auth", v, "token_max_seconds", false, 60, 366 * 86400,
+                &a->token_max_seconds))
+        return PST_E_CONFIG;
+    json_t *t = json_object_get(v, "throttle");
+    if (!t)
+        return 0;
+    if (want_object(c, "auth.throttle", t) || check_keys(c, "auth.throttle", t, tkeys) ||
+        get_int(c, "auth.throttle", t, "free_failures", false, 0, 1000,
+                &a->throttle.free_failures) ||
+        get_int(c, "auth.throttle", t, "max_delay_seconds", false, 0, 3600,
+                &a->throttle.max_delay) ||
+        get_int(c, "auth.throttle", t, "lock_failures", false, 1, 1000,
+                &a->throttle.lock_failures) ||
+        get_int(c, "auth.throttle", t, "lock_seconds", false, 1, 86400,
+                &a->throttle.lock_seconds))
         return PST_E_CONFIG;
     return 0;
 }
@@ -754,7 +767,7 @@ static int parse_root(cfg_ctx *c, json_t *root)
 {
     static const char *const keys[] = {"listen", "http_redirect", "state_dir", "tls",
                                        "origins", "log_level", "users_file", "roles",
-                                       "limits", "vms", NULL};
+                                       "limits", "auth", "vms", NULL};
     gw_config *cfg = c->cfg;
     const char *level = NULL;
     if (want_object(c, "", root) || check_keys(c, "", root, keys) ||
@@ -770,7 +783,8 @@ static int parse_root(cfg_ctx *c, json_t *root)
         parse_tls(c, root) || parse_origins(c, root) ||
         get_string(c, "", root, "log_level", false, &level) ||
         get_string(c, "", root, "users_file", false, &cfg->users_file) ||
-        parse_roles(c, root) || parse_limits(c, root) || parse_vms(c, root))
+        parse_roles(c, root) || parse_limits(c, root) || parse_auth(c, root) ||
+        parse_vms(c, root))
         return PST_E_CONFIG;
     cfg->log_level = LOG_INFO;
     if (level && log_level_parse(level, &cfg->log_level) != 0)
@@ -850,7 +864,7 @@ void gw_config_free(gw_config *cfg)
     }
     free(cfg->vms);
     for (size_t i = 0; i < cfg->nroles; i++)
-        free(cfg->roles[i].vms);
+        free(cfg->roles[i].selectors);
     free(cfg->roles);
     free(cfg->origins);
     for (size_t i = 0; i < cfg->nowned_; i++)
@@ -868,4 +882,11 @@ const gw_vm *gw_config_find_vm(const gw_config *cfg, const char *name)
         if (strcmp(cfg->vms[i].name, name) == 0)
             return &cfg->vms[i];
     return NULL;
+}
+
+auth_target gw_vm_target(const gw_vm *vm)
+{
+    auth_target t = {.name = vm->name, .tags = (const char *const *)vm->tags,
+                     .ntags = vm->ntags};
+    return t;
 }

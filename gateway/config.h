@@ -14,6 +14,7 @@
 #ifndef PST_GATEWAY_CONFIG_H
 #define PST_GATEWAY_CONFIG_H
 
+#include "auth/auth.h"
 #include "common/log.h"
 
 #include <stdbool.h>
@@ -22,22 +23,6 @@
 #define GW_CONFIG_MAX_BYTES (4u << 20) /* a config larger than 4 MiB is a mistake */
 #define GW_NAME_MAX 64                 /* VM, tag and role names */
 #define GW_HOST_MAX 255
-
-/* Actions a role may grant. Bit flags so a role's grants are one word. */
-typedef enum {
-    GW_ACT_SSH_LOGIN = 1u << 0,
-    GW_ACT_SSH_ADMIN_LOGIN = 1u << 1,
-    GW_ACT_RDP_LOGIN = 1u << 2,
-    GW_ACT_RDP_ADMIN_LOGIN = 1u << 3,
-    GW_ACT_TUNNEL = 1u << 4,
-    GW_ACT_AUDITOR = 1u << 5,
-    GW_ACT_APPROVER = 1u << 6,
-    GW_ACT_ADMIN = 1u << 7,
-} gw_action;
-
-/* "ssh-login" etc. -> flag; 0 when unknown. */
-unsigned gw_action_parse(const char *name);
-const char *gw_action_name(unsigned flag);
 
 typedef struct {
     char host[GW_HOST_MAX + 1]; /* without brackets for IPv6 */
@@ -87,12 +72,13 @@ typedef struct {
     gw_vm_jit jit;
 } gw_vm;
 
+/* Identity settings (the "auth" key). */
 typedef struct {
-    const char *name;
-    const char **vms; /* name globs or "tag:TAG" */
-    size_t nvms;
-    unsigned actions; /* gw_action flags */
-} gw_role;
+    int session_idle_seconds;  /* default 1800 */
+    int session_max_seconds;   /* default 28800 */
+    int token_max_seconds;     /* longest API token; default 90 days */
+    auth_throttle_params throttle;
+} gw_auth_settings;
 
 typedef struct {
     int max_sessions;
@@ -114,8 +100,9 @@ typedef struct gw_config {
     size_t norigins;
     log_level log_level;
     const char *users_file;
-    gw_role *roles;
+    auth_role *roles;  /* what auth_may() decides with */
     size_t nroles;
+    gw_auth_settings auth;
     gw_limits limits;
     gw_vm *vms;
     size_t nvms;
@@ -138,5 +125,8 @@ void gw_config_free(gw_config *cfg);
 
 /* The VM of that name, or NULL. */
 const gw_vm *gw_config_find_vm(const gw_config *cfg, const char *name);
+
+/* The view of a VM that permission checks take. */
+auth_target gw_vm_target(const gw_vm *vm);
 
 #endif

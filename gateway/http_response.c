@@ -128,3 +128,63 @@ int gw_http_error_json(struct lws *wsi, gw_http_conn *conn, int status,
     return gw_http_respond(wsi, conn, status, "application/json", text, strlen(text), true,
                            no_store, 1, false);
 }
+
+int gw_http_json(struct lws *wsi, gw_http_conn *conn, int status, json_t *body)
+{
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (!text)
+        return gw_http_error_json(wsi, conn, 500, "out of memory");
+    static const gw_http_header no_store[] = {{"cache-control:", "no-store"}};
+    return gw_http_respond(wsi, conn, status, "application/json", text, strlen(text), true,
+                           no_store, 1, false);
+}
+
+/* JSON nesting a request may use; ours are flat. Deeper input is refused
+ * before jansson recurses into it. */
+#define GW_JSON_MAX_DEPTH 8
+
+static bool depth_ok(const unsigned char *p, size_t n)
+{
+    int depth = 0;
+    bool in_str = false, esc = false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = p[i];
+        if (in_str) {
+            if (esc)
+                esc = false;
+            else if (c == '\\')
+                esc = true;
+            else if (c == '"')
+                in_str = false;
+        } else if (c == '"') {
+            in_str = true;
+        } else if (c == '{' || c == '[') {
+            if (++depth > GW_JSON_MAX_DEPTH)
+                return false;
+        } else if (c == '}' || c == ']') {
+            depth--;
+        }
+    }
+    return true;
+}
+
+const char *gw_http_json_body(gw_http_conn *conn, json_t **out)
+{
+    *out = NULL;
+    if (!conn->req_body || conn->req_len == 0)
+        return "expected a JSON object in the request body";
+    if (!depth_ok(conn->req_body, conn->req_len))
+        return "the JSON body is nested too deeply";
+    json_error_t jerr;
+    json_t *v = json_loadb((const char *)conn->req_body, conn->req_len, JSON_REJECT_DUPLICATES,
+                           &jerr);
+    if (!v)
+        return "the request body is not valid JSON";
+    if (!json_is_object(v)) {
+        json_decref(v);
+        return "expected a JSON object in the request body";
+    }
+    *out = v;
+    return NULL;
+}

@@ -8,6 +8,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static const char *method_name(int m)
 {
@@ -39,6 +40,7 @@ static int serve_metrics(gw_server *srv, struct lws *wsi, gw_http_conn *conn, bo
     static const gw_http_header no_store[] = {{"cache-control:", "no-store"}};
     char *text;
     size_t len;
+    srv->metrics.locked_keys = auth_throttle_locked_count(srv->throttle, (int64_t)time(NULL));
     if (gw_metrics_render(&srv->metrics, &text, &len) != 0)
         return gw_http_error_json(wsi, conn, 500, "out of memory");
     return gw_http_respond(wsi, conn, 200, "text/plain; version=0.0.4; charset=utf-8", text,
@@ -82,7 +84,7 @@ static int route(gw_server *srv, struct lws *wsi, gw_http_conn *conn)
     } else if (strcmp(uri, "/metrics") == 0 && read_only) {
         rc = serve_metrics(srv, wsi, conn, head);
     } else if (strncmp(uri, "/api/", 5) == 0 || strcmp(uri, "/api") == 0) {
-        rc = gw_http_error_json(wsi, conn, 404, "no such API endpoint");
+        rc = gw_api_route(srv, wsi, conn);
     } else if (!read_only) {
         static const gw_http_header allow[] = {{"allow:", "GET, HEAD"}};
         rc = gw_http_respond(wsi, conn, 405, "text/plain; charset=utf-8",

@@ -9,6 +9,8 @@
 #include "gateway/server.h"
 #include "gateway/tls_cert.h"
 
+#include "auth/auth.h"
+
 #include <libwebsockets.h>
 #include <stdbool.h>
 
@@ -27,10 +29,35 @@ struct gw_server {
     char cert_path[TLS_PATH_MAX];
     char key_path[TLS_PATH_MAX];
     char fingerprint[TLS_FINGERPRINT_LEN];
+    /* identity */
+    auth_users *users;        /* replaced whole on SIGHUP */
+    auth_store *store;        /* <state_dir>/state.db */
+    auth_throttle *throttle;
+    auth_audit *audit;        /* <state_dir>/audit.log */
+    char dummy_hash[AUTH_HASH_MAX];
+    uv_timer_t audit_sync_timer;
+    bool audit_sync_running;
+    bool audit_timer_open;
 };
 
 /* Largest HTTP response body we build in memory (metrics, JSON). */
 #define GW_HTTP_BODY_MAX (1u << 20)
+
+#define GW_SESSION_COOKIE "postern_session"
+
+typedef struct gw_login_job gw_login_job;
+
+/* Who made a request, as gw_identify() found out. */
+typedef struct {
+    char user[AUTH_NAME_MAX + 1];
+    const auth_user *account;   /* in srv->users; valid during this callback */
+    bool via_cookie;
+    bool via_token;
+    bool mfa;
+    unsigned allowed_actions;   /* a token's restriction; ~0u for sessions */
+    char session_id[AUTH_SESSION_ID_LEN + 1];
+    char token_id[AUTH_TOKEN_ID_LEN + 1];
+} gw_identity;
 
 /* Largest request body accepted (JSON API calls); larger gets 413. */
 #define GW_HTTP_REQ_BODY_MAX (64u << 10)
@@ -53,6 +80,10 @@ typedef struct gw_http_conn {
     size_t body_sent;
     int status;
     bool close_after;               /* close instead of keeping alive */
+    /* a login waiting for the thread pool, or finished and waiting to be
+     * answered from WRITEABLE */
+    gw_login_job *login_job;
+    gw_login_job *deferred;
 } gw_http_conn;
 
 typedef struct {
@@ -88,6 +119,28 @@ int gw_http_on_request(gw_server *srv, struct lws *wsi, gw_http_conn *conn, cons
 int gw_http_on_body(gw_server *srv, struct lws *wsi, gw_http_conn *conn, const void *in,
                     size_t len);
 int gw_http_on_body_done(gw_server *srv, struct lws *wsi, gw_http_conn *conn);
+
+/* JSON helpers. gw_http_json answers with body (taking the reference).
+ * gw_http_json_body parses the request body as a JSON object: NULL and
+ * *out set, or a message for a 400. */
+int gw_http_json(struct lws *wsi, gw_http_conn *conn, int status, json_t *body);
+const char *gw_http_json_body(gw_http_conn *conn, json_t **out);
+
+/* identity.c: 0 with *id filled when the request carries a valid bearer
+ * token or session cookie of an enabled user, PST_E_NOTFOUND otherwise. */
+int gw_identify(gw_server *srv, struct lws *wsi, gw_identity *id);
+/* 0 when the request's Origin is one of ours (or absent and !required). */
+int gw_origin_check(gw_server *srv, struct lws *wsi, bool required);
+void gw_peer_address(struct lws *wsi, char *out, size_t n);
+unsigned gw_identity_actions(const gw_server *srv, const gw_identity *id, const gw_vm *vm);
+/* auth_may through the identity's token restriction; logs denials. */
+int gw_may(gw_server *srv, const gw_identity *id, unsigned action, const gw_vm *vm,
+           char *why, size_t whylen);
+
+/* api_auth.c */
+int gw_api_route(gw_server *srv, struct lws *wsi, gw_http_conn *conn);
+int gw_api_login_resume(gw_server *srv, struct lws *wsi, gw_http_conn *conn);
+void gw_api_login_abandon(gw_http_conn *conn);
 
 /* Number of live sessions (all protocols). */
 unsigned gw_server_live_sessions(const gw_server *srv);

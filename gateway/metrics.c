@@ -126,6 +126,18 @@ int gw_metrics_render(const gw_metrics *m, char **out, size_t *len)
     family(&t, "postern_config_reloads_total", "counter", "Successful config reloads.");
     add(&t, "postern_config_reloads_total %llu\n", (unsigned long long)m->config_reloads);
 
+    family(&t, "postern_logins_total", "counter", "Login attempts by result.");
+    add(&t, "postern_logins_total{result=\"success\"} %llu\n", (unsigned long long)m->logins);
+    add(&t, "postern_logins_total{result=\"failure\"} %llu\n",
+        (unsigned long long)m->login_failures);
+    add(&t, "postern_logins_total{result=\"throttled\"} %llu\n",
+        (unsigned long long)m->login_throttled);
+    family(&t, "postern_login_lockouts_total", "counter",
+           "Accounts or addresses locked after repeated failures.");
+    add(&t, "postern_login_lockouts_total %llu\n", (unsigned long long)m->lockouts);
+    family(&t, "postern_login_locked", "gauge", "Accounts and addresses locked now.");
+    add(&t, "postern_login_locked %llu\n", (unsigned long long)m->locked_keys);
+
     if (t.failed) {
         free(t.buf);
         return -ENOMEM;

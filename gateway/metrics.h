@@ -35,6 +35,11 @@ typedef struct {
     uint64_t bytes_out; /* target -> client */
     uint64_t errors[GW_ERR_COUNT];
     uint64_t config_reloads;
+    uint64_t logins;          /* successful */
+    uint64_t login_failures;  /* wrong password, unknown user, bad code */
+    uint64_t login_throttled; /* refused before checking: back-off or lock */
+    uint64_t lockouts;        /* keys that became locked */
+    uint64_t locked_keys;     /* locked now; set before rendering */
     int draining;
     double start_time; /* seconds since the epoch */
 } gw_metrics;

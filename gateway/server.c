@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <openssl/crypto.h>
 #include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +49,9 @@ static const struct lws_protocol_vhost_options gw_security_headers[] = {
     H(7, "permissions-policy:", "camera=(), microphone=(), geolocation=(), payment=()"),
 #undef H
 };
+
+/* Login throttling remembers at most this many accounts and addresses. */
+#define GW_THROTTLE_KEYS 100000
 
 /* Request headers a client may send in all; a 1 MiB request line is cut
  * off here instead of being buffered. */
@@ -131,11 +135,15 @@ static int common_callback(gw_server *srv, struct lws *wsi, enum lws_callback_re
             count_connection(srv, -1);
         return 0;
     case LWS_CALLBACK_HTTP_WRITEABLE:
+        if (conn && conn->deferred)
+            return gw_api_login_resume(srv, wsi, conn);
         return conn ? gw_http_write_body(wsi, conn) : -1;
     case LWS_CALLBACK_CLOSED_HTTP:
     case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
-        if (conn)
+        if (conn) {
+            gw_api_login_abandon(conn);
             gw_http_conn_release(conn);
+        }
         return 0;
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
         /* No WebSocket endpoint is served by this protocol. */
@@ -372,6 +380,79 @@ static int setup_tls(gw_server *srv, char *err, size_t errlen)
     return 0;
 }
 
+/* fdatasync of the audit log on the thread pool, at most once a second:
+ * events are already written when acknowledged; this bounds what a power
+ * loss could take, without the loop ever waiting for the disk. */
+static void audit_sync_work(uv_work_t *w)
+{
+    gw_server *srv = w->data;
+    int rc = auth_audit_sync(srv->audit);
+    if (rc)
+        log_event(LOG_ERROR, "audit.sync.failed", "err=%s", pst_strerror(rc));
+}
+
+static void audit_sync_done(uv_work_t *w, int status)
+{
+    gw_server *srv = w->data;
+    (void)status;
+    srv->audit_sync_running = false;
+    free(w);
+}
+
+static void audit_sync_tick(uv_timer_t *t)
+{
+    gw_server *srv = t->data;
+    if (srv->audit_sync_running)
+        return;
+    uv_work_t *w = calloc(1, sizeof(*w));
+    if (!w)
+        return;
+    w->data = srv;
+    srv->audit_sync_running = true;
+    if (uv_queue_work(srv->loop, w, audit_sync_work, audit_sync_done) != 0) {
+        srv->audit_sync_running = false;
+        free(w);
+    }
+}
+
+static int load_users(const gw_config *cfg, auth_users **out, char *err, size_t errlen)
+{
+    if (!cfg->users_file) {
+        *out = calloc(1, sizeof(**out));
+        return *out ? 0 : -ENOMEM;
+    }
+    return auth_users_load(cfg->users_file, out, err, errlen);
+}
+
+static int setup_identity(gw_server *srv, char *err, size_t errlen)
+{
+    const gw_config *cfg = srv->cfg;
+    char path[TLS_PATH_MAX];
+    int rc;
+    if ((rc = load_users(cfg, &srv->users, err, errlen)) != 0)
+        return PST_E_CONFIG;
+    snprintf(path, sizeof(path), "%s/state.db", cfg->state_dir);
+    if ((rc = auth_store_open(path, &srv->store, err, errlen)) != 0)
+        return rc;
+    snprintf(path, sizeof(path), "%s/audit.log", cfg->state_dir);
+    if ((rc = auth_audit_open(path, &srv->audit, err, errlen)) != 0)
+        return rc;
+    srv->throttle = auth_throttle_new(&cfg->auth.throttle, GW_THROTTLE_KEYS);
+    if (!srv->throttle)
+        return -ENOMEM;
+    if ((rc = auth_password_dummy_hash(srv->dummy_hash, sizeof(srv->dummy_hash))) != 0) {
+        snprintf(err, errlen, "cannot prepare password hashing: %s", pst_strerror(rc));
+        return rc;
+    }
+    uv_timer_init(srv->loop, &srv->audit_sync_timer);
+    srv->audit_sync_timer.data = srv;
+    uv_timer_start(&srv->audit_sync_timer, audit_sync_tick, 1000, 1000);
+    srv->audit_timer_open = true;
+    log_event(LOG_INFO, "identity.ready", "users=%zu users_file=%s", srv->users->n,
+              log_q(cfg->users_file ? cfg->users_file : "-"));
+    return 0;
+}
+
 static void log_origins(const gw_config *cfg)
 {
     char list[1024] = "";
@@ -411,7 +492,8 @@ int gw_server_open(uv_loop_t *loop, gw_config *cfg, gw_server_stopped_cb stopped
                  strerror(errno));
         goto fail;
     }
-    if ((rc = setup_tls(srv, err, errlen)) != 0)
+    if ((rc = setup_tls(srv, err, errlen)) != 0 ||
+        (rc = setup_identity(srv, err, errlen)) != 0)
         goto fail;
 
     lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_bridge);
@@ -471,14 +553,27 @@ void gw_server_reload(gw_server *srv, gw_config *cfg)
         !same_str(srv->cfg->tls_key, cfg->tls_key) ||
         strcmp(srv->cfg->state_dir, cfg->state_dir) != 0)
         log_event(LOG_WARN, "config.reload.restart_needed", "setting=tls_or_state_dir");
+    /* Users come with the config: a broken users file keeps the old users
+     * (and the old config with them), like a broken config does. */
+    char err[1024];
+    auth_users *users;
+    if (load_users(cfg, &users, err, sizeof(err)) != 0) {
+        gw_server_note_reload_failure(srv);
+        log_event(LOG_ERROR, "config.reload", "result=failed err=%s", log_q(err));
+        gw_config_free(cfg);
+        return;
+    }
+    auth_users_free(srv->users);
+    srv->users = users;
+    auth_throttle_set_params(srv->throttle, &cfg->auth.throttle);
     /* Nothing outlives a request but sessions, and sessions copy what they
      * need from the config when they open: the old one can go now. */
     gw_config_free(srv->cfg);
     srv->cfg = cfg;
     log_set_level(cfg->log_level);
     srv->metrics.config_reloads++;
-    log_event(LOG_INFO, "config.reload", "result=ok path=%s log_level=%s vms=%zu",
-              log_q(cfg->path), log_level_name(cfg->log_level), cfg->nvms);
+    log_event(LOG_INFO, "config.reload", "result=ok path=%s log_level=%s vms=%zu users=%zu",
+              log_q(cfg->path), log_level_name(cfg->log_level), cfg->nvms, users->n);
     log_origins(cfg);
 }
 
@@ -492,6 +587,10 @@ static void stop_now(gw_server *srv)
     if (srv->stopping)
         return;
     srv->stopping = true;
+    if (srv->audit_timer_open) {
+        uv_close((uv_handle_t *)&srv->audit_sync_timer, NULL);
+        srv->audit_timer_open = false;
+    }
     if (srv->grace_timer_open) {
         uv_timer_stop(&srv->grace_timer);
         uv_close((uv_handle_t *)&srv->grace_timer, NULL);
@@ -542,6 +641,10 @@ void gw_server_free(gw_server *srv)
 {
     if (!srv)
         return;
+    if (srv->audit_timer_open) {
+        uv_close((uv_handle_t *)&srv->audit_sync_timer, NULL);
+        srv->audit_timer_open = false;
+    }
     if (srv->grace_timer_open) {
         uv_close((uv_handle_t *)&srv->grace_timer, NULL);
         srv->grace_timer_open = false;
@@ -558,6 +661,11 @@ void gw_server_free(gw_server *srv)
     } else {
         uv_run(srv->loop, UV_RUN_NOWAIT);
     }
+    auth_audit_close(srv->audit);
+    auth_store_close(srv->store);
+    auth_throttle_free(srv->throttle);
+    auth_users_free(srv->users);
+    OPENSSL_cleanse(srv->dummy_hash, sizeof(srv->dummy_hash));
     gw_config_free(srv->cfg);
     free(srv);
 }
