@@ -22,6 +22,7 @@
 #include <time.h>
 
 #define LOGIN_FAILED_MSG "invalid user name or password"
+#define GW_TOKEN_MIN_SECONDS 5
 
 struct gw_login_job {
     uv_work_t work;
@@ -87,8 +88,8 @@ static int respond_login_failure(gw_server *srv, struct lws *wsi, gw_http_conn *
     snprintf(ukey, sizeof(ukey), "user:%s", user);
     snprintf(akey, sizeof(akey), "addr:%s", addr);
     int64_t now = now_s();
-    bool locked_user = auth_throttle_fail(srv->throttle, ukey, now);
-    bool locked_addr = auth_throttle_fail(srv->throttle, akey, now);
+    bool locked_user = auth_throttle_fail(srv->throttle_users, ukey, now);
+    bool locked_addr = auth_throttle_fail(srv->throttle_addrs, akey, now);
     srv->metrics.login_failures++;
     audit(srv, "login.failure",
           json_pack("{s:s,s:s,s:s}", "user", user, "source", addr, "reason", reason));
@@ -164,8 +165,8 @@ static int finish_login(gw_login_job *job)
     char ukey[AUTH_NAME_MAX + 8], akey[80];
     snprintf(ukey, sizeof(ukey), "user:%s", u->name);
     snprintf(akey, sizeof(akey), "addr:%s", job->addr);
-    auth_throttle_clear(srv->throttle, ukey);
-    auth_throttle_clear(srv->throttle, akey);
+    auth_throttle_clear(srv->throttle_users, ukey);
+    auth_throttle_clear(srv->throttle_addrs, akey);
     srv->metrics.logins++;
     log_event(LOG_INFO, "login.success", "user=%s source=%s mfa=%d", u->name,
               log_q(job->addr), mfa);
@@ -267,8 +268,8 @@ static int api_login(gw_server *srv, struct lws *wsi, gw_http_conn *conn)
     snprintf(akey, sizeof(akey), "addr:%s", addr);
     int wait_user = 0, wait_addr = 0;
     bool locked_user = false, locked_addr = false;
-    int tu = auth_throttle_check(srv->throttle, ukey, now_s(), &wait_user, &locked_user);
-    int ta = auth_throttle_check(srv->throttle, akey, now_s(), &wait_addr, &locked_addr);
+    int tu = auth_throttle_check(srv->throttle_users, ukey, now_s(), &wait_user, &locked_user);
+    int ta = auth_throttle_check(srv->throttle_addrs, akey, now_s(), &wait_addr, &locked_addr);
     if (tu || ta) {
         /* Refused before the password is looked at: the answer is the same
          * whether it was right or not. */
@@ -420,11 +421,11 @@ static int api_token_create(gw_server *srv, struct lws *wsi, gw_http_conn *conn,
                                 "a token name is 1 to 64 letters, digits, '.', '_', '-', '@'");
         goto out;
     }
-    if (jexp && (!json_is_integer(jexp) || json_integer_value(jexp) < 60 ||
+    if (jexp && (!json_is_integer(jexp) || json_integer_value(jexp) < GW_TOKEN_MIN_SECONDS ||
                  json_integer_value(jexp) > max)) {
         char msg[128];
-        snprintf(msg, sizeof(msg), "expected expires_in in seconds, from 60 to %lld",
-                 (long long)max);
+        snprintf(msg, sizeof(msg), "expected expires_in in seconds, from %d to %lld",
+                 GW_TOKEN_MIN_SECONDS, (long long)max);
         rc = gw_http_error_json(wsi, conn, 400, msg);
         goto out;
     }
@@ -448,8 +449,13 @@ static int api_token_create(gw_server *srv, struct lws *wsi, gw_http_conn *conn,
     char token[AUTH_TOKEN_MAX];
     auth_token t;
     int64_t now = now_s();
-    if (auth_token_create(srv->store, id->user, name ? name : "cli", actions, now,
-                          now + expires_in, token, &t) != 0) {
+    int crc = auth_token_create(srv->store, id->user, name ? name : "cli", actions, now,
+                                now + expires_in, token, &t);
+    if (crc == PST_E_LIMIT) {
+        rc = gw_http_error_json(wsi, conn, 409, "too many live tokens; revoke some first");
+        goto out;
+    }
+    if (crc != 0) {
         rc = gw_http_error_json(wsi, conn, 500, "cannot issue a token");
         goto out;
     }

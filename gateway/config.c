@@ -33,6 +33,11 @@ static int fail(cfg_ctx *c, const char *path, const char *fmt, ...)
         vsnprintf(c->err + n, c->errlen - (size_t)n, fmt, ap);
         va_end(ap);
     }
+    /* Keys come from the file: one with a control character must not make
+     * the message span lines (or forge a log line). */
+    for (char *p = c->err; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = '?';
     return PST_E_CONFIG;
 }
 
@@ -519,11 +524,11 @@ static int parse_auth(cfg_ctx *c, json_t *root)
     if (!v)
         return 0;
     if (want_object(c, "auth", v) || check_keys(c, "auth", v, keys) ||
-        get_int(c, "auth", v, "session_idle_seconds", false, 60, 7 * 86400,
+        get_int(c, "auth", v, "session_idle_seconds", false, 5, 7 * 86400,
                 &a->session_idle_seconds) ||
-        get_int(c, "auth", v, "session_max_seconds", false, 60, 30 * 86400,
+        get_int(c, "auth", v, "session_max_seconds", false, 5, 30 * 86400,
                 &a->session_max_seconds) ||
-        get_int(c, "auth", v, "token_max_seconds", false, 60, 366 * 86400,
+        get_int(c, "auth", v, "token_max_seconds", false, 5, 366 * 86400,
                 &a->token_max_seconds))
         return PST_E_CONFIG;
     json_t *t = json_object_get(v, "throttle");
@@ -553,17 +558,25 @@ static bool valid_ssh_fingerprint(const char *s)
     return true;
 }
 
-/* 64 hex digits, colons between pairs allowed (openssl x509 -fingerprint). */
+/* 64 hex digits, bare or as 32 colon-separated pairs (what openssl x509
+ * -fingerprint prints). */
 static bool valid_hex_sha256(const char *s)
 {
-    int digits = 0;
-    for (const char *p = s; *p; p++) {
-        if (isxdigit((unsigned char)*p))
-            digits++;
-        else if (*p != ':')
+    size_t n = strlen(s);
+    if (n == 64) {
+        for (size_t i = 0; i < n; i++)
+            if (!isxdigit((unsigned char)s[i]))
+                return false;
+        return true;
+    }
+    if (n != 95)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        bool colon_slot = i % 3 == 2;
+        if (colon_slot ? s[i] != ':' : !isxdigit((unsigned char)s[i]))
             return false;
     }
-    return digits == 64;
+    return true;
 }
 
 static int parse_pin(cfg_ctx *c, const char *path, json_t *obj, const char *pin_key,

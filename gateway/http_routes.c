@@ -40,7 +40,9 @@ static int serve_metrics(gw_server *srv, struct lws *wsi, gw_http_conn *conn, bo
     static const gw_http_header no_store[] = {{"cache-control:", "no-store"}};
     char *text;
     size_t len;
-    srv->metrics.locked_keys = auth_throttle_locked_count(srv->throttle, (int64_t)time(NULL));
+    int64_t now = (int64_t)time(NULL);
+    srv->metrics.locked_keys = auth_throttle_locked_count(srv->throttle_users, now) +
+                               auth_throttle_locked_count(srv->throttle_addrs, now);
     if (gw_metrics_render(&srv->metrics, &text, &len) != 0)
         return gw_http_error_json(wsi, conn, 500, "out of memory");
     return gw_http_respond(wsi, conn, 200, "text/plain; version=0.0.4; charset=utf-8", text,

@@ -32,7 +32,8 @@ struct gw_server {
     /* identity */
     auth_users *users;        /* replaced whole on SIGHUP */
     auth_store *store;        /* <state_dir>/state.db */
-    auth_throttle *throttle;
+    auth_throttle *throttle_users;
+    auth_throttle *throttle_addrs;
     auth_audit *audit;        /* <state_dir>/audit.log */
     char dummy_hash[AUTH_HASH_MAX];
     uv_timer_t audit_sync_timer;

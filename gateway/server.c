@@ -437,8 +437,11 @@ static int setup_identity(gw_server *srv, char *err, size_t errlen)
     snprintf(path, sizeof(path), "%s/audit.log", cfg->state_dir);
     if ((rc = auth_audit_open(path, &srv->audit, err, errlen)) != 0)
         return rc;
-    srv->throttle = auth_throttle_new(&cfg->auth.throttle, GW_THROTTLE_KEYS);
-    if (!srv->throttle)
+    /* Accounts and addresses in separate tables: failures from many
+     * addresses can then never push a locked account out. */
+    srv->throttle_users = auth_throttle_new(&cfg->auth.throttle, GW_THROTTLE_KEYS);
+    srv->throttle_addrs = auth_throttle_new(&cfg->auth.throttle, GW_THROTTLE_KEYS);
+    if (!srv->throttle_users || !srv->throttle_addrs)
         return -ENOMEM;
     if ((rc = auth_password_dummy_hash(srv->dummy_hash, sizeof(srv->dummy_hash))) != 0) {
         snprintf(err, errlen, "cannot prepare password hashing: %s", pst_strerror(rc));
@@ -565,7 +568,8 @@ void gw_server_reload(gw_server *srv, gw_config *cfg)
     }
     auth_users_free(srv->users);
     srv->users = users;
-    auth_throttle_set_params(srv->throttle, &cfg->auth.throttle);
+    auth_throttle_set_params(srv->throttle_users, &cfg->auth.throttle);
+    auth_throttle_set_params(srv->throttle_addrs, &cfg->auth.throttle);
     /* Nothing outlives a request but sessions, and sessions copy what they
      * need from the config when they open: the old one can go now. */
     gw_config_free(srv->cfg);
@@ -663,7 +667,8 @@ void gw_server_free(gw_server *srv)
     }
     auth_audit_close(srv->audit);
     auth_store_close(srv->store);
-    auth_throttle_free(srv->throttle);
+    auth_throttle_free(srv->throttle_users);
+    auth_throttle_free(srv->throttle_addrs);
     auth_users_free(srv->users);
     OPENSSL_cleanse(srv->dummy_hash, sizeof(srv->dummy_hash));
     gw_config_free(srv->cfg);

@@ -105,12 +105,16 @@ static void san_append(char *san, const char *host)
     struct in6_addr a6;
     struct in_addr a4;
     bool ip = inet_pton(AF_INET, host, &a4) == 1 || inet_pton(AF_INET6, host, &a6) == 1;
-    char item[300];
-    snprintf(item, sizeof(item), "%s%s:%s", *san ? "," : "", ip ? "IP" : "DNS", host);
-    if (strstr(san, item + (*san ? 1 : 0)))
+    char item[300], padded[SAN_MAX + 2];
+    snprintf(item, sizeof(item), ",%s:%s,", ip ? "IP" : "DNS", host);
+    /* Compare whole entries: "IP:10.0.0.1" is not "IP:10.0.0.10". */
+    snprintf(padded, sizeof(padded), ",%s,", san);
+    if (strstr(padded, item))
         return;
-    if (strlen(san) + strlen(item) < SAN_MAX)
-        strcat(san, item);
+    size_t len = strlen(item) - 1; /* drop the trailing comma */
+    if (strlen(san) + len >= SAN_MAX)
+        return;
+    strncat(san, item + (*san ? 0 : 1), *san ? len : len - 1);
 }
 
 static int generate(const char *cert_path, const char *key_path, const char *const *hosts,

@@ -275,8 +275,8 @@ static void test_config__full(void **state)
 static void test_config__key_order_and_whitespace(void **state)
 {
     gw_config *cfg = parse_ok(j("\r\n{ 'state_dir' :\t'/s' ,\r\n 'vms': [], 'roles': {},"
-                                " 'listen' : 'localhost:1' }\r\n"));
-    assert_string_equal(cfg->listen[0].host, "localhost");
+                                " 'listen' : '127.0.0.1:1' }\r\n"));
+    assert_string_equal(cfg->listen[0].host, "127.0.0.1");
     assert_int_equal(cfg->listen[0].port, 1);
     assert_int_equal(cfg->nvms, 0);
     assert_int_equal(cfg->nroles, 0);
@@ -349,11 +349,11 @@ static void test_config__free_null(void **state) { gw_config_free(NULL); }
 static void test_config__listen_list(void **state)
 {
     gw_config *cfg = parse_ok(j("{'listen': ['127.0.0.1:8443', '[::1]:8443', "
-                                "'gw.example.com:443'], 'state_dir': '/s'}"));
+                                "'10.0.0.5:443'], 'state_dir': '/s'}"));
     assert_int_equal(cfg->nlisten, 3);
     assert_string_equal(cfg->listen[1].host, "::1");
     assert_int_equal(cfg->listen[1].port, 8443);
-    assert_string_equal(cfg->listen[2].host, "gw.example.com");
+    assert_string_equal(cfg->listen[2].host, "10.0.0.5");
     assert_int_equal(cfg->listen[2].port, 443);
     gw_config_free(cfg);
 }
@@ -439,10 +439,10 @@ static void test_config__origins_invalid(void **state)
 
 static void test_config__origins_derived(void **state)
 {
-    gw_config *cfg = parse_ok(j("{'listen': ['gw.example.com:443', '10.1.2.3:8443', "
+    gw_config *cfg = parse_ok(j("{'listen': ['10.0.0.5:443', '10.1.2.3:8443', "
                                 "'[fd00::1]:443', '[::1]:9443'], 'state_dir': '/s'}"));
     assert_int_equal(cfg->norigins, 4);
-    assert_string_equal(cfg->origins[0], "https://gw.example.com"); /* 443 elided */
+    assert_string_equal(cfg->origins[0], "https://10.0.0.5"); /* 443 elided */
     assert_string_equal(cfg->origins[1], "https://10.1.2.3:8443");
     assert_string_equal(cfg->origins[2], "https://[fd00::1]");
     assert_string_equal(cfg->origins[3], "https://[::1]:9443");
