@@ -521,6 +521,15 @@ int gw_api_route(gw_server *srv, struct lws *wsi, gw_http_conn *conn)
         return api_login(srv, wsi, conn);
     }
 
+    /* The API's shape is public: an unknown path is a 404 for everyone. */
+    static const char *const known[] = {"/api/logout", "/api/me", "/api/vms", "/api/tokens",
+                                        NULL};
+    bool is_known = strncmp(path, "/api/tokens/", 12) == 0;
+    for (const char *const *k = known; *k && !is_known; k++)
+        is_known = strcmp(path, *k) == 0;
+    if (!is_known)
+        return gw_http_error_json(wsi, conn, 404, "no such API endpoint");
+
     gw_identity id;
     if (gw_identify(srv, wsi, &id) != 0)
         return gw_http_error_json(wsi, conn, 401, "not logged in, or the session expired");
