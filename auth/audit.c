@@ -142,14 +142,15 @@ static void iso_time(char *out, size_t n)
     struct tm tm;
     gettimeofday(&tv, NULL);
     gmtime_r(&tv.tv_sec, &tm);
-    snprintf(out, n, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-             (long)(tv.tv_usec / 1000));
+    size_t len = strftime(out, n, "%Y-%m-%dT%H:%M:%S", &tm);
+    int ms = (int)(tv.tv_usec / 1000) % 1000;
+    if (len && len + 6 <= n)
+        snprintf(out + len, n - len, ".%03dZ", ms);
 }
 
 int auth_audit_write(auth_audit *a, const char *event, json_t *fields)
 {
-    char ts[32];
+    char ts[48];
     int rc = 0;
     iso_time(ts, sizeof(ts));
     json_t *obj = json_object();

@@ -138,6 +138,23 @@ unsigned gw_identity_actions(const gw_server *srv, const gw_identity *id, const 
 int gw_may(gw_server *srv, const gw_identity *id, unsigned action, const gw_vm *vm,
            char *why, size_t whylen);
 
+/* ws_admit.c: a WebSocket upgrade that passed admission. */
+typedef struct {
+    gw_identity id;
+    const gw_vm *vm;       /* in srv->cfg; valid during this callback */
+    unsigned granted;      /* the endpoint's actions the user holds on vm */
+    const char *protocol;  /* "ssh" | "rdp" | "tunnel" */
+    char source[64];
+} gw_ws_request;
+
+/* Decides an upgrade (LWS_CALLBACK_HTTP_CONFIRM_UPGRADE): 0 admits it with
+ * *req filled; >0 means a refusal was written (return it to lws); <0
+ * hangs up. */
+int gw_ws_admit(gw_server *srv, struct lws *wsi, gw_ws_request *req);
+/* Answers an upgrade with status and {"error": message}; returns what the
+ * upgrade callback must return. */
+int gw_ws_refuse(gw_server *srv, struct lws *wsi, int status, const char *message);
+
 /* api_auth.c */
 int gw_api_route(gw_server *srv, struct lws *wsi, gw_http_conn *conn);
 int gw_api_login_resume(gw_server *srv, struct lws *wsi, gw_http_conn *conn);

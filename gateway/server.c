@@ -145,6 +145,18 @@ static int common_callback(gw_server *srv, struct lws *wsi, enum lws_callback_re
             gw_http_conn_release(conn);
         }
         return 0;
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: {
+        gw_ws_request req;
+        int rc = gw_ws_admit(srv, wsi, &req);
+        if (rc != 0)
+            return rc;
+        /* Admitted, but no session back end is built in yet: say so
+         * instead of hanging up. */
+        char msg[128];
+        snprintf(msg, sizeof(msg), "the %s back end is not available in this build",
+                 req.protocol);
+        return gw_ws_refuse(srv, wsi, 501, msg);
+    }
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
         /* No WebSocket endpoint is served by this protocol. */
         return 1;

@@ -35,8 +35,9 @@ static const char *j(const char *s)
 static const char *with(const char *extra)
 {
     char tmp[TEXT_MAX];
-    snprintf(tmp, sizeof(tmp), "{'listen': '127.0.0.1:8443', 'state_dir': '/var/lib/pst'%s%s}",
-             *extra ? ", " : "", extra);
+    if (snprintf(tmp, sizeof(tmp), "{'listen': '127.0.0.1:8443', 'state_dir': '/var/lib/pst'%s%s}",
+                 *extra ? ", " : "", extra) >= (int)sizeof(tmp))
+        fail_msg("test config longer than %d bytes", TEXT_MAX);
     return j(tmp);
 }
 
