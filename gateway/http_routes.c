@@ -159,7 +159,7 @@ int gw_http_on_body(gw_server *srv, struct lws *wsi, gw_http_conn *conn, const v
 {
     (void)srv;
     (void)wsi;
-    if (!conn->awaiting_body || conn->req_too_large)
+    if (!conn->awaiting_body || conn->req_too_large || len == 0 || !in)
         return 0;
     if (conn->req_len + len > GW_HTTP_REQ_BODY_MAX) {
         /* A chunked body that grew too large: stop keeping it. */

@@ -14,6 +14,11 @@
 #include <libwebsockets.h>
 #include <stdbool.h>
 
+typedef struct {
+    char name[GW_HOST_MAX + 16];
+    char iface[GW_HOST_MAX + 1];
+} gw_vhost_strings;
+
 struct gw_server {
     uv_loop_t *loop;
     struct lws_context *lws;
@@ -29,6 +34,8 @@ struct gw_server {
     char cert_path[TLS_PATH_MAX];
     char key_path[TLS_PATH_MAX];
     char fingerprint[TLS_FINGERPRINT_LEN];
+    gw_vhost_strings *vhost_strings; /* one per vhost, as long as lws runs */
+    size_t nvhosts;
     /* identity */
     auth_users *users;        /* replaced whole on SIGHUP */
     auth_store *store;        /* <state_dir>/state.db */

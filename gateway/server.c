@@ -312,15 +312,20 @@ static void addr_text(const gw_addr *a, char *out, size_t n)
 static int create_vhost(gw_server *srv, const gw_addr *a, bool tls, char *err, size_t errlen)
 {
     struct lws_context_creation_info info;
-    char name[300];
     int rc = probe_bind(a, err, errlen);
     if (rc)
         return rc;
 
+    /* lws keeps these pointers for the vhost's life (ASan caught it using
+     * a stack copy): they live in the server, not in a config a reload
+     * frees. */
+    gw_vhost_strings *vs = &srv->vhost_strings[srv->nvhosts++];
+    addr_text(a, vs->name, sizeof(vs->name));
+    snprintf(vs->iface, sizeof(vs->iface), "%s", a->host);
+    const char *name = vs->name;
     memset(&info, 0, sizeof(info));
-    addr_text(a, name, sizeof(name));
-    info.vhost_name = name;
-    info.iface = a->host;
+    info.vhost_name = vs->name;
+    info.iface = vs->iface;
     info.port = a->port;
     info.user = srv;
     info.headers = gw_security_headers;
@@ -527,6 +532,11 @@ int gw_server_open(uv_loop_t *loop, gw_config *cfg, gw_server_stopped_cb stopped
         rc = PST_E_LWS;
         goto fail;
     }
+    srv->vhost_strings = calloc(cfg->nlisten + 1, sizeof(*srv->vhost_strings));
+    if (!srv->vhost_strings) {
+        rc = -ENOMEM;
+        goto fail;
+    }
     for (size_t i = 0; i < cfg->nlisten; i++)
         if ((rc = create_vhost(srv, &cfg->listen[i], true, err, errlen)) != 0)
             goto fail;
@@ -683,6 +693,7 @@ void gw_server_free(gw_server *srv)
     auth_throttle_free(srv->throttle_addrs);
     auth_users_free(srv->users);
     OPENSSL_cleanse(srv->dummy_hash, sizeof(srv->dummy_hash));
+    free(srv->vhost_strings);
     gw_config_free(srv->cfg);
     free(srv);
 }
