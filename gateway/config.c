@@ -21,6 +21,16 @@ typedef struct {
     gw_config *cfg;
 } cfg_ctx;
 
+/* Messages quote the file (keys, jansson's "near" text): a control
+ * character there must not make the message span lines or forge a log
+ * line. */
+static void one_line(char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            *s = '?';
+}
+
 static int fail(cfg_ctx *c, const char *path, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -33,11 +43,7 @@ static int fail(cfg_ctx *c, const char *path, const char *fmt, ...)
         vsnprintf(c->err + n, c->errlen - (size_t)n, fmt, ap);
         va_end(ap);
     }
-    /* Keys come from the file: one with a control character must not make
-     * the message span lines (or forge a log line). */
-    for (char *p = c->err; *p; p++)
-        if ((unsigned char)*p < 0x20 || *p == 0x7f)
-            *p = '?';
+    one_line(c->err);
     return PST_E_CONFIG;
 }
 
@@ -818,6 +824,7 @@ int gw_config_parse(const char *name, const char *text, size_t len, gw_config **
     if (!root) {
         snprintf(err, errlen, "%s:%d:%d: invalid JSON: %s", name, jerr.line,
                  jerr.column, jerr.text);
+        one_line(err);
         return PST_E_CONFIG;
     }
     c.cfg = calloc(1, sizeof(*c.cfg));

@@ -6,6 +6,7 @@
 #include "gateway/config.h"
 #include "gateway/http_path.h"
 #include "gateway/metrics.h"
+#include "gateway/sessions.h"
 #include "gateway/server.h"
 #include "gateway/tls_cert.h"
 
@@ -36,6 +37,7 @@ struct gw_server {
     char fingerprint[TLS_FINGERPRINT_LEN];
     gw_vhost_strings *vhost_strings; /* one per vhost, as long as lws runs */
     size_t nvhosts;
+    gw_sessions sessions;     /* live sessions, for caps */
     /* identity */
     auth_users *users;        /* replaced whole on SIGHUP */
     auth_store *store;        /* <state_dir>/state.db */
@@ -147,10 +149,11 @@ int gw_may(gw_server *srv, const gw_identity *id, unsigned action, const gw_vm *
 
 /* ws_admit.c: a WebSocket upgrade that passed admission. */
 typedef struct {
-    gw_identity id;
-    const gw_vm *vm;       /* in srv->cfg; valid during this callback */
-    unsigned granted;      /* the endpoint's actions the user holds on vm */
-    const char *protocol;  /* "ssh" | "rdp" | "tunnel" */
+    gw_identity id;        /* id.account is refreshed by gw_ws_authorize */
+    char vm_name[GW_NAME_MAX + 1];
+    unsigned actions;      /* the endpoint's actions */
+    unsigned granted;      /* of those, what the user holds on the VM */
+    const char *protocol;  /* "ssh" | "rdp" | "tunnel" (static) */
     char source[64];
 } gw_ws_request;
 
@@ -158,9 +161,23 @@ typedef struct {
  * *req filled; >0 means a refusal was written (return it to lws); <0
  * hangs up. */
 int gw_ws_admit(gw_server *srv, struct lws *wsi, gw_ws_request *req);
+/* LWS_CALLBACK_HTTP_CONFIRM_UPGRADE, whichever protocol lws delivers it
+ * to: admits (stashing the request on the wsi) or refuses. */
+int gw_ws_on_confirm_upgrade(gw_server *srv, struct lws *wsi);
 /* Answers an upgrade with status and {"error": message}; returns what the
  * upgrade callback must return. */
 int gw_ws_refuse(gw_server *srv, struct lws *wsi, int status, const char *message);
+/* After the upgrade: the VM exists and offers the protocol, and the user
+ * holds one of its actions there (req->granted). 0, or a reason in why. */
+int gw_ws_authorize(gw_server *srv, gw_ws_request *req, char *why, size_t whylen);
+
+/* ws_ssh.c: the WebSocket protocol of the consoles. */
+typedef struct gw_ws_session gw_ws_session;
+int gw_ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                   size_t len);
+
+/* A registered session ended: a drain may now be complete. */
+void gw_server_session_ended(gw_server *srv);
 
 /* api_auth.c */
 int gw_api_route(gw_server *srv, struct lws *wsi, gw_http_conn *conn);

@@ -130,10 +130,16 @@ static int common_callback(gw_server *srv, struct lws *wsi, enum lws_callback_re
         if (srv)
             count_connection(srv, +1);
         return 0;
-    case LWS_CALLBACK_WSI_DESTROY:
+    case LWS_CALLBACK_WSI_DESTROY: {
         if (srv)
             count_connection(srv, -1);
+        gw_ws_request *req = lws_get_opaque_user_data(wsi);
+        if (req) {
+            lws_set_opaque_user_data(wsi, NULL);
+            free(req);
+        }
         return 0;
+    }
     case LWS_CALLBACK_HTTP_WRITEABLE:
         if (conn && conn->deferred)
             return gw_api_login_resume(srv, wsi, conn);
@@ -145,18 +151,8 @@ static int common_callback(gw_server *srv, struct lws *wsi, enum lws_callback_re
             gw_http_conn_release(conn);
         }
         return 0;
-    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: {
-        gw_ws_request req;
-        int rc = gw_ws_admit(srv, wsi, &req);
-        if (rc != 0)
-            return rc;
-        /* Admitted, but no session back end is built in yet: say so
-         * instead of hanging up. */
-        char msg[128];
-        snprintf(msg, sizeof(msg), "the %s back end is not available in this build",
-                 req.protocol);
-        return gw_ws_refuse(srv, wsi, 501, msg);
-    }
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+        return gw_ws_on_confirm_upgrade(srv, wsi);
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
         /* No WebSocket endpoint is served by this protocol. */
         return 1;
@@ -256,10 +252,19 @@ static int redirect_callback(struct lws *wsi, enum lws_callback_reasons reason, 
                            false, &loc, 1, false);
 }
 
+/* rx_buffer_size bounds what lws reads per callback; our own reassembly
+ * bound is in ws_ssh.c. */
 static const struct lws_protocols https_protocols[] = {
     {"http", http_callback, sizeof(gw_http_conn), 0, 0, NULL, 0},
+    {"postern-ws", gw_ws_callback, sizeof(gw_ws_session *), 16384, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
+
+/* Upgrades carry no Sec-WebSocket-Protocol: the endpoint is the path.
+ * This option makes postern-ws the vhost's protocol for them. */
+static const struct lws_protocol_vhost_options ws_default_option = {NULL, NULL, "default", "1"};
+static const struct lws_protocol_vhost_options ws_protocol_options = {
+    NULL, &ws_default_option, "postern-ws", ""};
 
 static const struct lws_protocols redirect_protocols[] = {
     {"http-redirect", redirect_callback, sizeof(gw_http_conn), 0, 0, NULL, 0},
@@ -343,6 +348,7 @@ static int create_vhost(gw_server *srv, const gw_addr *a, bool tls, char *err, s
     info.timeout_secs_ah_idle = (unsigned)srv->cfg->limits.handshake_timeout_seconds;
     if (tls) {
         info.protocols = https_protocols;
+        info.pvo = &ws_protocol_options;
         info.ssl_cert_filepath = srv->cert_path;
         info.ssl_private_key_filepath = srv->key_path;
         info.ssl_cipher_list = GW_TLS12_CIPHERS;
@@ -630,6 +636,14 @@ static void stop_now(gw_server *srv)
     srv->lws_first_destroy_done = true;
     if (srv->stopped)
         srv->stopped(srv, srv->stopped_data);
+}
+
+void gw_server_session_ended(gw_server *srv)
+{
+    if (srv->draining && !srv->stopping && gw_server_live_sessions(srv) == 0) {
+        log_event(LOG_INFO, "drain.complete", "live_sessions=0");
+        stop_now(srv);
+    }
 }
 
 static void grace_expired(uv_timer_t *t)

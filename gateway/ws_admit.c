@@ -5,11 +5,14 @@
  *   path     one of our endpoints (/ws/ssh, /ws/rdp, /ws/tunnel)   else 404
  *   Origin   present and ours (browsers always send it)             else 403
  *   identity a login session or API token                           else 401
- *   vm       a configured VM offering that protocol                  else 404
- *   may      a role grants one of the endpoint's actions on it       else 403
+ *   vm=      named                                                   else 400
  *   draining no new sessions while shutting down                     else 503
  *
- * Every allow and deny is written to the audit log. */
+ * and, once the WebSocket is open (gw_ws_authorize), in words over it:
+ *   vm       a configured VM offering that protocol
+ *   may      a role grants one of the endpoint's actions on it
+ *
+ * Every deny that concerns a VM is written to the audit log. */
 #include "gateway/internal.h"
 
 #include "common/err.h"
@@ -93,32 +96,60 @@ int gw_ws_admit(gw_server *srv, struct lws *wsi, gw_ws_request *req)
     /* lws copies "vm=NAME" into the buffer and returns where NAME starts. */
     char arg[GW_NAME_MAX + 8] = "";
     const char *vm = lws_get_urlarg_by_name(wsi, "vm=", arg, sizeof(arg));
-    if (!vm || !*vm)
+    if (!vm || !*vm || strlen(vm) > GW_NAME_MAX)
         return gw_ws_refuse(srv, wsi, 400, "name the VM: ?vm=NAME");
-    const gw_vm *v = gw_config_find_vm(srv->cfg, vm);
-    bool offers = v && ((ep->actions & AUTH_ACT_SSH_LOGIN && v->ssh.enabled) ||
-                        (ep->actions & AUTH_ACT_RDP_LOGIN && v->rdp.enabled) ||
-                        ep->actions & AUTH_ACT_TUNNEL);
-    if (!offers) {
-        audit_denied(srv, req->id.user, ep->protocol, vm, addr, "unknown VM");
-        return gw_ws_refuse(srv, wsi, 404, "no such VM, or it does not offer this protocol");
-    }
-    unsigned granted = gw_identity_actions(srv, &req->id, v) & ep->actions;
-    if (!granted) {
-        char why[256];
-        snprintf(why, sizeof(why), "no role of %s grants %s on %s", req->id.user,
-                 ep->protocol, v->name);
-        audit_denied(srv, req->id.user, ep->protocol, v->name, addr, why);
-        log_event(LOG_INFO, "access.denied", "user=%s action=%s vm=%s source=%s",
-                  req->id.user, ep->protocol, v->name, log_q(addr));
-        return gw_ws_refuse(srv, wsi, 403, "you may not use this protocol on this VM");
-    }
     if (srv->draining)
         return gw_ws_refuse(srv, wsi, 503, "the gateway is shutting down; try again shortly");
 
-    req->vm = v;
-    req->granted = granted;
+    snprintf(req->vm_name, sizeof(req->vm_name), "%s", vm);
     req->protocol = ep->protocol;
+    req->actions = ep->actions;
     snprintf(req->source, sizeof(req->source), "%s", addr);
+    return 0;
+}
+
+/* The VM-level decisions come after the upgrade so that a browser, which
+ * cannot read the body of a refused upgrade, is told why in words. */
+int gw_ws_authorize(gw_server *srv, gw_ws_request *req, char *why, size_t whylen)
+{
+    const gw_vm *v = gw_config_find_vm(srv->cfg, req->vm_name);
+    bool offers = v && ((req->actions & AUTH_ACT_SSH_LOGIN && v->ssh.enabled) ||
+                        (req->actions & AUTH_ACT_RDP_LOGIN && v->rdp.enabled) ||
+                        req->actions & AUTH_ACT_TUNNEL);
+    if (!offers) {
+        snprintf(why, whylen, "no VM named %s offers %s", req->vm_name, req->protocol);
+        audit_denied(srv, req->id.user, req->protocol, req->vm_name, req->source, "unknown VM");
+        return PST_E_NOTFOUND;
+    }
+    /* The account may have changed since the upgrade: look it up again. */
+    req->id.account = auth_users_find(srv->users, req->id.user);
+    if (!req->id.account || req->id.account->disabled) {
+        snprintf(why, whylen, "your account is disabled");
+        return PST_E_DENIED;
+    }
+    req->granted = gw_identity_actions(srv, &req->id, v) & req->actions;
+    if (!req->granted) {
+        snprintf(why, whylen, "you may not use %s on %s", req->protocol, v->name);
+        audit_denied(srv, req->id.user, req->protocol, v->name, req->source, why);
+        log_event(LOG_INFO, "access.denied", "user=%s action=%s vm=%s source=%s",
+                  req->id.user, req->protocol, v->name, log_q(req->source));
+        return PST_E_DENIED;
+    }
+    return 0;
+}
+
+int gw_ws_on_confirm_upgrade(gw_server *srv, struct lws *wsi)
+{
+    gw_ws_request *req = calloc(1, sizeof(*req));
+    if (!req)
+        return -1;
+    int rc = gw_ws_admit(srv, wsi, req);
+    if (rc != 0) {
+        free(req);
+        return rc;
+    }
+    /* Carried across the switch to the WebSocket protocol, whose
+     * ESTABLISHED takes it; WSI_DESTROY frees it if that never comes. */
+    lws_set_opaque_user_data(wsi, req);
     return 0;
 }

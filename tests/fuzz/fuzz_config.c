@@ -3,14 +3,15 @@
  * It must never crash or leak (the sanitizers and libFuzzer's leak check
  * watch that). When it fails, the message is terminated inside the buffer,
  * starts with the file name and is one line (gateway/config.h): no CR or
- * LF. When it
- * succeeds, the result satisfies every rule the validator claims to
- * enforce, so a rule that is skipped on some path shows up here. A violated
+ * LF. When it succeeds, the result satisfies every rule the validator
+ * claims to enforce (IP-literal listen addresses, ranges, pins, unique
+ * names, ...), so a rule skipped on some path shows up here. A violated
  * property aborts.
  */
 #include "common/err.h"
 #include "gateway/config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -41,6 +42,12 @@ static bool name_ok(const char *s)
     return true;
 }
 
+static bool ip_literal(const char *host)
+{
+    struct in6_addr a;
+    return inet_pton(AF_INET, host, &a) == 1 || inet_pton(AF_INET6, host, &a) == 1;
+}
+
 static void check_pin(const char *what, bool enabled, int port, const char *pin, bool tofu)
 {
     if (!enabled)
@@ -59,12 +66,16 @@ static void check_config(const gw_config *cfg)
         violated("path", cfg->path);
     if (cfg->nlisten == 0 || !cfg->listen)
         violated("no listen address", NULL);
-    for (size_t i = 0; i < cfg->nlisten; i++)
-        if (!cfg->listen[i].host[0] || cfg->listen[i].port < 1 || cfg->listen[i].port > 65535)
-            violated("listen address", cfg->listen[i].host);
+    for (size_t i = 0; i < cfg->nlisten; i++) {
+        if (cfg->listen[i].port < 1 || cfg->listen[i].port > 65535)
+            violated("listen port", cfg->listen[i].host);
+        if (!ip_literal(cfg->listen[i].host))
+            violated("listen host is not an IP literal", cfg->listen[i].host);
+    }
     if (cfg->has_http_redirect &&
-        (cfg->http_redirect.port < 1 || cfg->http_redirect.port > 65535))
-        violated("http_redirect port", NULL);
+        (cfg->http_redirect.port < 1 || cfg->http_redirect.port > 65535 ||
+         !ip_literal(cfg->http_redirect.host)))
+        violated("http_redirect", cfg->http_redirect.host);
     if (!cfg->state_dir || !*cfg->state_dir)
         violated("state_dir", NULL);
     if (!cfg->tls_cert != !cfg->tls_key)
@@ -86,6 +97,17 @@ static void check_config(const gw_config *cfg)
         l->shutdown_grace_seconds > 86400 || l->handshake_timeout_seconds < 1 ||
         l->handshake_timeout_seconds > 300)
         violated("limits out of range", NULL);
+
+    const gw_auth_settings *a = &cfg->auth;
+    if (a->session_idle_seconds < 5 || a->session_idle_seconds > 7 * 86400 ||
+        a->session_max_seconds < 5 || a->session_max_seconds > 30 * 86400 ||
+        a->token_max_seconds < 5 || a->token_max_seconds > 366 * 86400)
+        violated("auth lifetimes out of range", NULL);
+    if (a->throttle.free_failures < 0 || a->throttle.free_failures > 1000 ||
+        a->throttle.max_delay < 0 || a->throttle.max_delay > 3600 ||
+        a->throttle.lock_failures < 1 || a->throttle.lock_failures > 1000 ||
+        a->throttle.lock_seconds < 1 || a->throttle.lock_seconds > 86400)
+        violated("auth throttle out of range", NULL);
 
     for (size_t i = 0; i < cfg->nroles; i++) {
         const auth_role *r = &cfg->roles[i];

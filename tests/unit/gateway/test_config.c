@@ -136,6 +136,11 @@ static void test_config__minimal(void **state)
     assert_int_equal(cfg->limits.max_sessions_per_user, 20);
     assert_int_equal(cfg->limits.shutdown_grace_seconds, 30);
     assert_int_equal(cfg->limits.handshake_timeout_seconds, 10);
+    assert_int_equal(cfg->auth.session_idle_seconds, 1800);
+    assert_int_equal(cfg->auth.session_max_seconds, 8 * 3600);
+    assert_int_equal(cfg->auth.token_max_seconds, 90 * 86400);
+    assert_memory_equal(&cfg->auth.throttle, &auth_throttle_default,
+                        sizeof(auth_throttle_default));
     assert_null(gw_config_find_vm(cfg, "web01"));
     gw_config_free(cfg);
 }
@@ -153,10 +158,15 @@ static const char full_config[] =
     "    'ops': {'vms': ['web*', 'tag:linux', 'db-?'],\n"
     "            'actions': ['ssh-login', 'ssh-admin-login', 'rdp-login', 'rdp-admin-login',\n"
     "                        'tunnel']},\n"
-    "    'security': {'vms': ['*'], 'actions': ['auditor', 'approver', 'admin']}\n"
+    "    'security': {'vms': ['*'], 'actions': ['auditor', 'approver', 'admin'],\n"
+    "                 'mfa_required': true}\n"
     "  },\n"
     "  'limits': {'max_sessions': 500, 'max_sessions_per_user': 5,\n"
     "             'shutdown_grace_seconds': 0, 'handshake_timeout_seconds': 300},\n"
+    "  'auth': {'session_idle_seconds': 600, 'session_max_seconds': 3600,\n"
+    "           'token_max_seconds': 86400,\n"
+    "           'throttle': {'free_failures': 0, 'max_delay_seconds': 30,\n"
+    "                        'lock_failures': 5, 'lock_seconds': 300}},\n"
     "  'vms': [\n"
     "    {'name': 'web01', 'address': '10.0.1.11', 'tags': ['linux', 'prod'],\n"
     "     'max_sessions': 10, 'recording': 'on',\n"
@@ -211,11 +221,21 @@ static void test_config__full(void **state)
     assert_string_equal(cfg->roles[1].name, "security");
     assert_int_equal(cfg->roles[1].nselectors, 1);
     assert_int_equal(cfg->roles[1].actions, AUTH_ACT_AUDITOR | AUTH_ACT_APPROVER | AUTH_ACT_ADMIN);
+    assert_false(cfg->roles[0].mfa_required);
+    assert_true(cfg->roles[1].mfa_required);
 
     assert_int_equal(cfg->limits.max_sessions, 500);
     assert_int_equal(cfg->limits.max_sessions_per_user, 5);
     assert_int_equal(cfg->limits.shutdown_grace_seconds, 0);
     assert_int_equal(cfg->limits.handshake_timeout_seconds, 300);
+
+    assert_int_equal(cfg->auth.session_idle_seconds, 600);
+    assert_int_equal(cfg->auth.session_max_seconds, 3600);
+    assert_int_equal(cfg->auth.token_max_seconds, 86400);
+    assert_int_equal(cfg->auth.throttle.free_failures, 0);
+    assert_int_equal(cfg->auth.throttle.max_delay, 30);
+    assert_int_equal(cfg->auth.throttle.lock_failures, 5);
+    assert_int_equal(cfg->auth.throttle.lock_seconds, 300);
 
     assert_int_equal(cfg->nvms, 3);
     const gw_vm *web = gw_config_find_vm(cfg, "web01");
@@ -374,6 +394,19 @@ static void test_config__listen_errors(void **state)
     parse_err(j("{'listen': null, 'state_dir': '/s'}"), "listen", "null");
 }
 
+/* Listen addresses are IP literals: a host name would need a resolver at
+ * start and could bind another interface than meant. */
+static void test_config__listen_ip_only(void **state)
+{
+    parse_err(j("{'listen': 'gw.example.com:443', 'state_dir': '/s'}"), "listen",
+              "\"gw.example.com:443\"");
+    parse_err(j("{'listen': 'localhost:8443', 'state_dir': '/s'}"), "listen", NULL);
+    parse_err(j("{'listen': ['127.0.0.1:1', 'gw:2'], 'state_dir': '/s'}"), "listen[1]", NULL);
+    parse_err(j("{'listen': '999.1.1.1:1', 'state_dir': '/s'}"), "listen", NULL);
+    parse_err(j("{'listen': '10.0.0:1', 'state_dir': '/s'}"), "listen", NULL);
+    parse_err(with("'http_redirect': 'localhost:80'"), "http_redirect", NULL);
+}
+
 static void test_config__http_redirect(void **state)
 {
     gw_config *cfg = parse_ok(with("'http_redirect': '[::]:80'"));
@@ -519,6 +552,13 @@ static void test_config__roles(void **state)
     assert_string_equal(cfg->roles[1].name, "r.2_x-y");
     assert_int_equal(cfg->roles[1].nselectors, 0);
     assert_int_equal(cfg->roles[1].actions, AUTH_ACT_TUNNEL);
+    assert_false(cfg->roles[0].mfa_required);
+    gw_config_free(cfg);
+
+    cfg = parse_ok(with("'roles': {'admins': {'actions': ['admin'], 'mfa_required': true}, "
+                        "'ops': {'actions': ['ssh-login'], 'mfa_required': false}}"));
+    assert_true(cfg->roles[0].mfa_required);
+    assert_false(cfg->roles[1].mfa_required);
     gw_config_free(cfg);
 }
 
@@ -543,6 +583,10 @@ static void test_config__roles_errors(void **state)
     parse_err(with("'roles': {'ops': {'vms': [''], 'actions': []}}"), "roles.ops.vms[0]", NULL);
     parse_err(with("'roles': {'ops': {'vms': 'web*', 'actions': []}}"), "roles.ops.vms", NULL);
     parse_err(with("'roles': {'bad name': {'actions': []}}"), "roles.bad name", NULL);
+    parse_err(with("'roles': {'ops': {'actions': [], 'mfa_required': 'yes'}}"),
+              "roles.ops.mfa_required", "true or false");
+    parse_err(with("'roles': {'ops': {'actions': [], 'mfa': true}}"), "roles.ops.mfa",
+              "unknown key");
     parse_err(with("'roles': {'ops': []}"), "roles.ops", "an object");
     parse_err(with("'roles': ['ops']"), "roles", "an object");
 }
@@ -590,6 +634,62 @@ static void test_config__limits_errors(void **state)
               "limits.handshake_timeout_seconds", NULL);
     parse_err(with("'limits': {'max_sesions': 10}"), "limits.max_sesions", "unknown key");
     parse_err(with("'limits': 10"), "limits", "an object");
+}
+
+/* ---- auth ---------------------------------------------------------------------- */
+
+static void test_config__auth(void **state)
+{
+    gw_config *cfg = parse_ok(with("'auth': {'session_idle_seconds': 5, "
+                                   "'session_max_seconds': 2592000, "
+                                   "'token_max_seconds': 31622400, "
+                                   "'throttle': {'free_failures': 1000, 'max_delay_seconds': 3600, "
+                                   "'lock_failures': 1, 'lock_seconds': 86400}}"));
+    assert_int_equal(cfg->auth.session_idle_seconds, 5);
+    assert_int_equal(cfg->auth.session_max_seconds, 30 * 86400);
+    assert_int_equal(cfg->auth.token_max_seconds, 366 * 86400);
+    assert_int_equal(cfg->auth.throttle.free_failures, 1000);
+    assert_int_equal(cfg->auth.throttle.max_delay, 3600);
+    assert_int_equal(cfg->auth.throttle.lock_failures, 1);
+    assert_int_equal(cfg->auth.throttle.lock_seconds, 86400);
+    gw_config_free(cfg);
+
+    /* Keys left out keep their defaults, inside "throttle" too. */
+    cfg = parse_ok(with("'auth': {'token_max_seconds': 60, 'throttle': {'lock_seconds': 60}}"));
+    assert_int_equal(cfg->auth.session_idle_seconds, 1800);
+    assert_int_equal(cfg->auth.token_max_seconds, 60);
+    assert_int_equal(cfg->auth.throttle.free_failures, auth_throttle_default.free_failures);
+    assert_int_equal(cfg->auth.throttle.max_delay, auth_throttle_default.max_delay);
+    assert_int_equal(cfg->auth.throttle.lock_failures, auth_throttle_default.lock_failures);
+    assert_int_equal(cfg->auth.throttle.lock_seconds, 60);
+    gw_config_free(cfg);
+}
+
+static void test_config__auth_errors(void **state)
+{
+    parse_err(with("'auth': {'session_idle_seconds': 4}"), "auth.session_idle_seconds", "got 4");
+    parse_err(with("'auth': {'session_idle_seconds': 604801}"), "auth.session_idle_seconds",
+              NULL);
+    parse_err(with("'auth': {'session_max_seconds': 2592001}"), "auth.session_max_seconds",
+              NULL);
+    parse_err(with("'auth': {'token_max_seconds': 0}"), "auth.token_max_seconds", NULL);
+    parse_err(with("'auth': {'token_max_seconds': '90d'}"), "auth.token_max_seconds",
+              "a string");
+    parse_err(with("'auth': {'session_idle': 60}"), "auth.session_idle", "unknown key");
+    parse_err(with("'auth': {'throttle': {'free_failures': -1}}"), "auth.throttle.free_failures",
+              NULL);
+    parse_err(with("'auth': {'throttle': {'free_failures': 1001}}"),
+              "auth.throttle.free_failures", NULL);
+    parse_err(with("'auth': {'throttle': {'max_delay_seconds': 3601}}"),
+              "auth.throttle.max_delay_seconds", NULL);
+    parse_err(with("'auth': {'throttle': {'lock_failures': 0}}"), "auth.throttle.lock_failures",
+              NULL);
+    parse_err(with("'auth': {'throttle': {'lock_seconds': 86401}}"), "auth.throttle.lock_seconds",
+              NULL);
+    parse_err(with("'auth': {'throttle': {'max_delay': 5}}"), "auth.throttle.max_delay",
+              "max_delay_seconds");
+    parse_err(with("'auth': {'throttle': [3]}"), "auth.throttle", "an object");
+    parse_err(with("'auth': true"), "auth", "an object");
 }
 
 /* ---- vms ---------------------------------------------------------------------- */
@@ -939,6 +1039,7 @@ static void test_config__unknown_keys_everywhere(void **state)
     parse_err(with("'Listen': '127.0.0.1:1'"), "Listen", "unknown key");
     parse_err(with("'tls': {'cert': '/c', 'key': '/k', 'ca': '/x'}"), "tls.ca", NULL);
     parse_err(with("'limits': {'max_sesions': 1}"), "limits.max_sesions", NULL);
+    parse_err(with("'auth': {'throttle': {'lockout': 1}}"), "auth.throttle.lockout", NULL);
     parse_err(with("'roles': {'ops': {'actions': [], 'vmz': []}}"), "roles.ops.vmz", NULL);
     parse_err(with_vms("[{'name': 'a', 'address': 'a', 'sssh': {}}]"), "vms[0].sssh", NULL);
     parse_err(with_vms("[{'name': 'a', 'address': 'a', 'ssh': {'trust_on_first_use': true, "
@@ -1030,9 +1131,9 @@ static void test_config__small_error_buffer(void **state)
 }
 
 /* The header promises a one-line message, and --check-config prints it as
- * is: keys from the file (an unknown key, a role name) must not bring their
- * line breaks into it. Values are quoted with log_q() and already safe (the
- * last case). */
+ * is: neither keys from the file (an unknown key, a role name) nor the
+ * excerpt of a JSON syntax error may bring line breaks into it. Values are
+ * quoted with log_q(). */
 static void test_config__error_is_one_line(void **state)
 {
     static const char *const cases[] = {
@@ -1042,6 +1143,9 @@ static void test_config__error_is_one_line(void **state)
         ("{'listen': '127.0.0.1:1', 'state_dir': '/s', 'vms': [{'name': 'a\\nb', "
          "'address': 'a', 'ssh': {'trust_on_first_use': true}}]}"),
         "{'listen': 'a\\nb:1', 'state_dir': '/s'}",
+        /* A JSON syntax error: jansson's "near '...'" excerpt holds the raw
+         * bytes of the bad token, here a line break after a cut escape. */
+        "{'listen': '127.0.0.1:1', 'state_dir': '/s', 'x': 'a\\ud80\n'}",
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         gw_config *cfg = NULL;
@@ -1182,6 +1286,7 @@ int main(void)
         cmocka_unit_test(test_config__free_null),
         cmocka_unit_test(test_config__listen_list),
         cmocka_unit_test(test_config__listen_errors),
+        cmocka_unit_test(test_config__listen_ip_only),
         cmocka_unit_test(test_config__http_redirect),
         cmocka_unit_test(test_config__tls),
         cmocka_unit_test(test_config__origins_valid),
@@ -1194,6 +1299,8 @@ int main(void)
         cmocka_unit_test(test_config__roles_errors),
         cmocka_unit_test(test_config__limits),
         cmocka_unit_test(test_config__limits_errors),
+        cmocka_unit_test(test_config__auth),
+        cmocka_unit_test(test_config__auth_errors),
         cmocka_unit_test(test_config__vm_defaults),
         cmocka_unit_test(test_config__vm_ssh_and_rdp_ports),
         cmocka_unit_test(test_config__vm_ssh_pins),

@@ -23,6 +23,9 @@ static const char *const families[] = {
     "postern_bytes_total",
     "postern_errors_total",
     "postern_config_reloads_total",
+    "postern_logins_total",
+    "postern_login_lockouts_total",
+    "postern_login_locked",
 };
 #define NFAMILIES (sizeof(families) / sizeof(families[0]))
 
@@ -359,6 +362,25 @@ static void test_metrics__sessions_bytes_errors(void **state)
     free(text);
 }
 
+static void test_metrics__logins(void **state)
+{
+    gw_metrics m;
+    gw_metrics_init(&m);
+    m.logins = 11;
+    m.login_failures = 4;
+    m.login_throttled = 2;
+    m.lockouts = 1;
+    m.locked_keys = 3;
+    char *text = render(&m);
+    check_exposition(text);
+    assert_int_equal(sample(text, "postern_logins_total{result=\"success\"}"), 11);
+    assert_int_equal(sample(text, "postern_logins_total{result=\"failure\"}"), 4);
+    assert_int_equal(sample(text, "postern_logins_total{result=\"throttled\"}"), 2);
+    assert_int_equal(sample(text, "postern_login_lockouts_total"), 1);
+    assert_int_equal(sample(text, "postern_login_locked"), 3);
+    free(text);
+}
+
 static void test_metrics__proto_names(void **state)
 {
     assert_string_equal(gw_proto_name(GW_PROTO_SSH), "ssh");
@@ -390,6 +412,7 @@ int main(void)
         cmocka_unit_test(test_metrics__other_bucket),
         cmocka_unit_test(test_metrics__error_kinds_by_class),
         cmocka_unit_test(test_metrics__sessions_bytes_errors),
+        cmocka_unit_test(test_metrics__logins),
         cmocka_unit_test(test_metrics__proto_names),
         cmocka_unit_test(test_metrics__sample_matches_exact_series),
     };

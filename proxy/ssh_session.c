@@ -1,0 +1,655 @@
+/* An SSH client session to a VM, driven by libssh in non-blocking mode on
+ * the libuv loop: one uv_poll on the session's socket, no thread, no busy
+ * polling. The TCP connection is made here (libssh's own connect would
+ * resolve names with a blocking getaddrinfo) and handed to libssh. */
+#include "proxy/proxy.h"
+
+#include "common/err.h"
+#include "common/log.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libssh/callbacks.h>
+#include <libssh/libssh.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* Output read per wakeup: bounded so one busy session cannot starve the
+ * loop; the rest waits for the next round. */
+#define READ_CHUNK 16384
+#define READS_PER_WAKEUP 8
+
+typedef enum {
+    ST_RESOLVING,
+    ST_TCP,
+    ST_HANDSHAKE,
+    ST_AUTH,
+    ST_CHANNEL,
+    ST_PTY,
+    ST_SHELL,
+    ST_RUNNING,
+    ST_ENDED,
+} state;
+
+struct proxy_ssh {
+    uv_loop_t *loop;
+    state st;
+    proxy_ssh_callbacks cb;
+    void *ud;
+
+    uv_getaddrinfo_t gai;
+    bool gai_pending;
+    uv_poll_t poll;
+    bool poll_open;
+    int poll_events;
+    uv_timer_t timer; /* connect timeout; later the "pump again" kick */
+    bool timer_open;
+    int handles_closing;
+    bool closing;
+    int fd;
+
+    ssh_session ssh;
+    ssh_channel ch;
+    ssh_key key;
+    struct ssh_channel_callbacks_struct ch_cb;
+    int exit_status;
+
+    char *host;
+    int port;
+    char *username;
+    char *password;
+    char *private_key;
+    char *passphrase;
+    char *pinned;
+    char *learned;
+    bool tofu;
+    int cols, rows;
+    bool resize_pending;
+    bool paused;
+    bool in_callback; /* guards against re-entrant pumping */
+
+    char *in_buf; /* keystrokes not yet taken by the channel */
+    size_t in_len, in_cap;
+    bool input_full; /* told the caller to stop: tell it when it drains */
+};
+
+static const char *const end_names[] = {
+    "closed", "unreachable", "refused", "timeout", "auth_failed",
+    "hostkey_mismatch", "hostkey_unknown", "protocol", "local",
+};
+
+const char *proxy_end_name(proxy_end e)
+{
+    return (unsigned)e < sizeof(end_names) / sizeof(end_names[0]) ? end_names[e] : "unknown";
+}
+
+static void wipe_free(char *s)
+{
+    if (s) {
+        OPENSSL_cleanse(s, strlen(s));
+        free(s);
+    }
+}
+
+static void drop_secrets(proxy_ssh *s)
+{
+    wipe_free(s->password);
+    wipe_free(s->private_key);
+    wipe_free(s->passphrase);
+    s->password = s->private_key = s->passphrase = NULL;
+    if (s->key) {
+        ssh_key_free(s->key);
+        s->key = NULL;
+    }
+}
+
+static void pump(proxy_ssh *s);
+static void on_timer(uv_timer_t *t);
+
+static void end(proxy_ssh *s, proxy_end why, const char *detail)
+{
+    if (s->st == ST_ENDED)
+        return;
+    s->st = ST_ENDED;
+    drop_secrets(s);
+    if (s->poll_open)
+        uv_poll_stop(&s->poll);
+    if (s->timer_open)
+        uv_timer_stop(&s->timer);
+    if (s->cb.on_end && !s->closing)
+        s->cb.on_end(s->ud, why, why == PROXY_END_CLOSED ? s->exit_status : -1,
+                     detail ? detail : "");
+}
+
+static void on_poll(uv_poll_t *h, int status, int events);
+
+/* Watches the socket for what libssh waits for: always input, output when
+ * libssh has bytes queued. Paused sessions stop watching input so that
+ * the kernel buffers and then the SSH window fill up. */
+static void arm(proxy_ssh *s)
+{
+    if (!s->poll_open || s->st == ST_ENDED)
+        return;
+    int ev = 0;
+    if (s->st == ST_TCP) {
+        ev = UV_WRITABLE;
+    } else {
+        if (!(s->st == ST_RUNNING && s->paused))
+            ev |= UV_READABLE;
+        if (s->ssh && (ssh_get_poll_flags(s->ssh) & SSH_WRITE_PENDING))
+            ev |= UV_WRITABLE;
+        if (s->st == ST_RUNNING && s->in_len && !(ev & UV_READABLE))
+            ev |= UV_READABLE; /* a window adjust may free our writes */
+    }
+    if (ev == s->poll_events)
+        return;
+    s->poll_events = ev;
+    if (ev)
+        uv_poll_start(&s->poll, ev, on_poll);
+    else
+        uv_poll_stop(&s->poll);
+}
+
+static void on_exit_status(ssh_session session, ssh_channel channel, int status,
+                           void *userdata)
+{
+    (void)session;
+    (void)channel;
+    ((proxy_ssh *)userdata)->exit_status = status;
+}
+
+static bool check_host_key(proxy_ssh *s)
+{
+    ssh_key key = NULL;
+    unsigned char *hash = NULL;
+    size_t hlen = 0;
+    char *fp = NULL;
+    bool ok = false;
+    if (ssh_get_server_publickey(s->ssh, &key) != SSH_OK ||
+        ssh_get_publickey_hash(key, SSH_PUBLICKEY_HASH_SHA256, &hash, &hlen) != 0 ||
+        !(fp = ssh_get_fingerprint_hash(SSH_PUBLICKEY_HASH_SHA256, hash, hlen))) {
+        end(s, PROXY_END_PROTOCOL, "cannot read the VM's host key");
+        goto out;
+    }
+    const char *expect = s->pinned ? s->pinned : s->learned;
+    if (expect) {
+        if (strcmp(fp, expect) == 0) {
+            ok = true;
+        } else {
+            char detail[256];
+            snprintf(detail, sizeof(detail), "expected %s, the VM offered %s", expect, fp);
+            end(s, PROXY_END_HOSTKEY_MISMATCH, detail);
+        }
+    } else if (s->tofu) {
+        if (s->cb.on_key_learned)
+            s->cb.on_key_learned(s->ud, fp);
+        ok = true;
+    } else {
+        end(s, PROXY_END_HOSTKEY_UNKNOWN, fp);
+    }
+out:
+    ssh_string_free_char(fp);
+    ssh_clean_pubkey_hash(&hash);
+    ssh_key_free(key);
+    return ok;
+}
+
+static void status(proxy_ssh *s, const char *msg)
+{
+    if (s->cb.on_status)
+        s->cb.on_status(s->ud, msg);
+}
+
+static int do_auth(proxy_ssh *s)
+{
+    if (s->private_key) {
+        if (!s->key && ssh_pki_import_privkey_base64(s->private_key, s->passphrase, NULL, NULL,
+                                                     &s->key) != SSH_OK) {
+            end(s, PROXY_END_AUTH_FAILED,
+                "the private key cannot be read (wrong passphrase or not a key)");
+            return SSH_AUTH_ERROR;
+        }
+        return ssh_userauth_publickey(s->ssh, NULL, s->key);
+    }
+    if (s->password)
+        return ssh_userauth_password(s->ssh, NULL, s->password);
+    end(s, PROXY_END_AUTH_FAILED, "no password or key was given");
+    return SSH_AUTH_ERROR;
+}
+
+/* Advances the set-up state machine as far as libssh lets it without
+ * waiting; each libssh call that says AGAIN is repeated, with the same
+ * arguments, when the socket is ready. */
+static void advance(proxy_ssh *s)
+{
+    for (;;) {
+        int rc;
+        switch (s->st) {
+        case ST_HANDSHAKE:
+            rc = ssh_connect(s->ssh);
+            if (rc == SSH_AGAIN)
+                return;
+            if (rc != SSH_OK) {
+                end(s, PROXY_END_PROTOCOL, ssh_get_error(s->ssh));
+                return;
+            }
+            if (!check_host_key(s))
+                return;
+            s->st = ST_AUTH;
+            status(s, "authenticating");
+            break;
+        case ST_AUTH:
+            rc = do_auth(s);
+            if (s->st == ST_ENDED)
+                return;
+            if (rc == SSH_AUTH_AGAIN)
+                return;
+            if (rc == SSH_AUTH_SUCCESS) {
+                drop_secrets(s);
+                s->st = ST_CHANNEL;
+                break;
+            }
+            if (rc == SSH_AUTH_ERROR)
+                end(s, PROXY_END_PROTOCOL, ssh_get_error(s->ssh));
+            else
+                end(s, PROXY_END_AUTH_FAILED, "the VM refused the user name or credentials");
+            return;
+        case ST_CHANNEL:
+            if (!s->ch) {
+                s->ch = ssh_channel_new(s->ssh);
+                if (!s->ch) {
+                    end(s, PROXY_END_PROTOCOL, "cannot create a channel");
+                    return;
+                }
+                memset(&s->ch_cb, 0, sizeof(s->ch_cb));
+                s->ch_cb.userdata = s;
+                s->ch_cb.channel_exit_status_function = on_exit_status;
+                ssh_callbacks_init(&s->ch_cb);
+                ssh_set_channel_callbacks(s->ch, &s->ch_cb);
+            }
+            rc = ssh_channel_open_session(s->ch);
+            if (rc == SSH_AGAIN)
+                return;
+            if (rc != SSH_OK) {
+                end(s, PROXY_END_PROTOCOL, ssh_get_error(s->ssh));
+                return;
+            }
+            s->st = ST_PTY;
+            break;
+        case ST_PTY:
+            rc = ssh_channel_request_pty_size(s->ch, "xterm-256color", s->cols, s->rows);
+            if (rc == SSH_AGAIN)
+                return;
+            if (rc != SSH_OK) {
+                end(s, PROXY_END_PROTOCOL, "the VM refused a terminal");
+                return;
+            }
+            s->resize_pending = false;
+            s->st = ST_SHELL;
+            break;
+        case ST_SHELL:
+            rc = ssh_channel_request_shell(s->ch);
+            if (rc == SSH_AGAIN)
+                return;
+            if (rc != SSH_OK) {
+                end(s, PROXY_END_PROTOCOL, "the VM refused a shell");
+                return;
+            }
+            s->st = ST_RUNNING;
+            uv_timer_stop(&s->timer);
+            if (s->cb.on_ready)
+                s->cb.on_ready(s->ud);
+            if (s->st != ST_RUNNING)
+                return;
+            if (s->resize_pending) {
+                s->resize_pending = false;
+                ssh_channel_change_pty_size(s->ch, s->cols, s->rows);
+            }
+            return;
+        default:
+            return;
+        }
+    }
+}
+
+static void flush_input(proxy_ssh *s)
+{
+    while (s->in_len) {
+        int n = ssh_channel_write(s->ch, s->in_buf, (uint32_t)s->in_len);
+        if (n == SSH_ERROR) {
+            end(s, PROXY_END_PROTOCOL, ssh_get_error(s->ssh));
+            return;
+        }
+        if (n <= 0)
+            break; /* the VM's window is full: the rest waits */
+        memmove(s->in_buf, s->in_buf + n, s->in_len - (size_t)n);
+        s->in_len -= (size_t)n;
+    }
+    if (s->input_full && s->in_len < PROXY_SSH_INPUT_MAX / 2) {
+        s->input_full = false;
+        if (s->cb.on_writable)
+            s->cb.on_writable(s->ud);
+    }
+}
+
+/* Moves bytes both ways until nothing is ready, the session pauses, or
+ * the per-wakeup budget is spent (then a kick brings us back). */
+static void pump(proxy_ssh *s)
+{
+    if (s->st != ST_RUNNING || s->in_callback)
+        return;
+    s->in_callback = true;
+    flush_input(s);
+    char buf[READ_CHUNK];
+    int rounds = 0;
+    while (s->st == ST_RUNNING && !s->paused && rounds < READS_PER_WAKEUP) {
+        int got = 0;
+        for (int is_stderr = 0; is_stderr <= 1 && s->st == ST_RUNNING && !s->paused;
+             is_stderr++) {
+            int n = ssh_channel_read_nonblocking(s->ch, buf, sizeof(buf), is_stderr);
+            if (n == SSH_ERROR) {
+                s->in_callback = false;
+                end(s, PROXY_END_PROTOCOL, ssh_get_error(s->ssh));
+                return;
+            }
+            if (n > 0) {
+                got += n;
+                if (s->cb.on_data)
+                    s->cb.on_data(s->ud, buf, (size_t)n);
+            }
+        }
+        if (!got)
+            break;
+        rounds++;
+    }
+    s->in_callback = false;
+    if (s->st != ST_RUNNING)
+        return;
+    if (rounds == READS_PER_WAKEUP && !s->paused)
+        uv_timer_start(&s->timer, on_timer, 0, 0);
+    /* OpenSSH sends EOF, then the exit status, then CLOSE: end once the
+     * channel is closed (or at EOF once the status is known) and nothing
+     * is left to read. */
+    if (!s->paused &&
+        (ssh_channel_is_closed(s->ch) || (ssh_channel_is_eof(s->ch) && s->exit_status >= 0)) &&
+        ssh_channel_poll(s->ch, 0) <= 0 && ssh_channel_poll(s->ch, 1) <= 0) {
+        end(s, PROXY_END_CLOSED, "the session ended");
+        return;
+    }
+    arm(s);
+}
+
+static void on_poll(uv_poll_t *h, int st, int events)
+{
+    proxy_ssh *s = h->data;
+    (void)events;
+    if (s->st == ST_TCP) {
+        int err = st < 0 ? -st : 0;
+        socklen_t len = sizeof(err);
+        if (!err)
+            getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        if (err) {
+            end(s, err == ECONNREFUSED ? PROXY_END_REFUSED
+                   : err == ETIMEDOUT  ? PROXY_END_TIMEOUT
+                                       : PROXY_END_UNREACHABLE,
+                strerror(err));
+            return;
+        }
+        int one = 1;
+        setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        s->ssh = ssh_new();
+        int verbosity = SSH_LOG_NOLOG;
+        int no = 0;
+        long timeout = 0;
+        if (!s->ssh || ssh_options_set(s->ssh, SSH_OPTIONS_FD, &s->fd) ||
+            ssh_options_set(s->ssh, SSH_OPTIONS_HOST, s->host) ||
+            ssh_options_set(s->ssh, SSH_OPTIONS_USER, s->username) ||
+            ssh_options_set(s->ssh, SSH_OPTIONS_PROCESS_CONFIG, &no) ||
+            ssh_options_set(s->ssh, SSH_OPTIONS_LOG_VERBOSITY, &verbosity) ||
+            ssh_options_set(s->ssh, SSH_OPTIONS_TIMEOUT, &timeout)) {
+            end(s, PROXY_END_PROTOCOL, "cannot set up the SSH client");
+            return;
+        }
+        ssh_set_blocking(s->ssh, 0);
+        s->st = ST_HANDSHAKE;
+        status(s, "negotiating");
+    }
+    if (s->st < ST_RUNNING)
+        advance(s);
+    if (s->st == ST_RUNNING)
+        pump(s);
+    else
+        arm(s);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    proxy_ssh *s = t->data;
+    if (s->st == ST_RUNNING)
+        pump(s); /* a kick: more output was waiting */
+    else if (s->st != ST_ENDED)
+        end(s, PROXY_END_TIMEOUT, "the VM did not complete the connection in time");
+}
+
+static void start_tcp(proxy_ssh *s, const struct sockaddr *sa, socklen_t salen)
+{
+    s->fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (s->fd < 0) {
+        end(s, PROXY_END_UNREACHABLE, strerror(errno));
+        return;
+    }
+    if (connect(s->fd, sa, salen) != 0 && errno != EINPROGRESS) {
+        int err = errno;
+        end(s, err == ECONNREFUSED ? PROXY_END_REFUSED : PROXY_END_UNREACHABLE, strerror(err));
+        return;
+    }
+    if (uv_poll_init_socket(s->loop, &s->poll, s->fd) != 0) {
+        end(s, PROXY_END_LOCAL, "cannot watch the socket");
+        return;
+    }
+    s->poll.data = s;
+    s->poll_open = true;
+    s->st = ST_TCP;
+    status(s, "connecting");
+    arm(s);
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    proxy_ssh *s = req->data;
+    s->gai_pending = false;
+    if (s->closing) {
+        uv_freeaddrinfo(res);
+        proxy_ssh_close(s); /* finish the close that waited for us */
+        return;
+    }
+    if (status != 0 || !res) {
+        end(s, PROXY_END_UNREACHABLE, uv_strerror(status));
+        uv_freeaddrinfo(res);
+        return;
+    }
+    start_tcp(s, res->ai_addr, res->ai_addrlen);
+    uv_freeaddrinfo(res);
+}
+
+static char *dup_or_null(const char *v) { return v ? strdup(v) : NULL; }
+
+int proxy_ssh_open(uv_loop_t *loop, const proxy_ssh_params *p, const proxy_ssh_callbacks *cb,
+                   void *ud, proxy_ssh **out)
+{
+    *out = NULL;
+    if (!p->host || !p->username || (!p->password && !p->private_key))
+        return -EINVAL;
+    proxy_ssh *s = calloc(1, sizeof(*s));
+    if (!s)
+        return -ENOMEM;
+    s->loop = loop;
+    s->cb = *cb;
+    s->ud = ud;
+    s->fd = -1;
+    s->exit_status = -1;
+    s->port = p->port;
+    s->cols = p->cols > 0 ? p->cols : 80;
+    s->rows = p->rows > 0 ? p->rows : 24;
+    s->tofu = p->trust_on_first_use;
+    s->host = strdup(p->host);
+    s->username = strdup(p->username);
+    s->password = dup_or_null(p->password);
+    s->private_key = dup_or_null(p->private_key);
+    s->passphrase = dup_or_null(p->passphrase);
+    s->pinned = dup_or_null(p->host_key_sha256);
+    s->learned = dup_or_null(p->learned_key);
+    if (!s->host || !s->username) {
+        proxy_ssh_close(s);
+        return -ENOMEM;
+    }
+    uv_timer_init(loop, &s->timer);
+    s->timer.data = s;
+    s->timer_open = true;
+    uv_timer_start(&s->timer, on_timer,
+                   (uint64_t)(p->connect_timeout_ms > 0 ? p->connect_timeout_ms : 10000), 0);
+
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+    *out = s;
+    if (inet_pton(AF_INET, p->host, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons((uint16_t)p->port);
+        start_tcp(s, (struct sockaddr *)a4, sizeof(*a4));
+    } else if (inet_pton(AF_INET6, p->host, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)p->port);
+        start_tcp(s, (struct sockaddr *)a6, sizeof(*a6));
+    } else {
+        char port[8];
+        snprintf(port, sizeof(port), "%d", p->port);
+        struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_family = AF_UNSPEC};
+        s->gai.data = s;
+        s->st = ST_RESOLVING;
+        status(s, "resolving");
+        if (uv_getaddrinfo(loop, &s->gai, on_resolved, p->host, port, &hints) != 0)
+            end(s, PROXY_END_UNREACHABLE, "cannot resolve the VM's address");
+        else
+            s->gai_pending = true;
+    }
+    return 0;
+}
+
+int proxy_ssh_write(proxy_ssh *s, const void *buf, size_t len)
+{
+    if (s->st == ST_ENDED)
+        return -EPIPE;
+    if (s->in_len + len > s->in_cap) {
+        size_t cap = s->in_cap ? s->in_cap : 4096;
+        while (cap < s->in_len + len)
+            cap *= 2;
+        char *grown = realloc(s->in_buf, cap);
+        if (!grown)
+            return -ENOMEM;
+        s->in_buf = grown;
+        s->in_cap = cap;
+    }
+    memcpy(s->in_buf + s->in_len, buf, len);
+    s->in_len += len;
+    if (s->st == ST_RUNNING && !s->in_callback)
+        flush_input(s);
+    if (s->st == ST_RUNNING)
+        arm(s);
+    if (s->in_len > PROXY_SSH_INPUT_MAX) {
+        s->input_full = true;
+        return -ENOBUFS;
+    }
+    return 0;
+}
+
+void proxy_ssh_resize(proxy_ssh *s, int cols, int rows)
+{
+    if (cols < 1 || rows < 1 || cols > 1000 || rows > 1000)
+        return;
+    s->cols = cols;
+    s->rows = rows;
+    if (s->st == ST_RUNNING) {
+        ssh_channel_change_pty_size(s->ch, cols, rows);
+        arm(s);
+    } else {
+        s->resize_pending = true; /* sent once the shell is up */
+    }
+}
+
+void proxy_ssh_pause(proxy_ssh *s, bool paused)
+{
+    if (s->paused == paused)
+        return;
+    s->paused = paused;
+    if (s->st != ST_RUNNING)
+        return;
+    if (!paused)
+        uv_timer_start(&s->timer, on_timer, 0, 0); /* drain what libssh holds */
+    arm(s);
+}
+
+static void free_session(proxy_ssh *s)
+{
+    free(s->in_buf);
+    free(s->host);
+    free(s->username);
+    free(s->pinned);
+    free(s->learned);
+    free(s);
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    proxy_ssh *s = h->data;
+    if (--s->handles_closing == 0)
+        free_session(s);
+}
+
+void proxy_ssh_close(proxy_ssh *s)
+{
+    if (!s)
+        return;
+    s->closing = true;
+    end(s, PROXY_END_LOCAL, NULL);
+    if (s->gai_pending) {
+        uv_cancel((uv_req_t *)&s->gai); /* on_resolved comes back here */
+        return;
+    }
+    if (s->ch) {
+        ssh_channel_close(s->ch); /* best effort: a non-blocking send */
+        ssh_channel_free(s->ch);
+        s->ch = NULL;
+    }
+    if (s->ssh) {
+        ssh_disconnect(s->ssh);
+        ssh_free(s->ssh);
+        s->ssh = NULL;
+    }
+    drop_secrets(s);
+    if (s->poll_open) {
+        s->handles_closing++;
+        uv_close((uv_handle_t *)&s->poll, on_handle_closed);
+        s->poll_open = false;
+    }
+    if (s->fd >= 0) {
+        close(s->fd); /* libssh never closes a descriptor it was given */
+        s->fd = -1;
+    }
+    if (s->timer_open) {
+        s->handles_closing++;
+        uv_close((uv_handle_t *)&s->timer, on_handle_closed);
+        s->timer_open = false;
+    }
+    if (s->handles_closing == 0)
+        free_session(s);
+}
