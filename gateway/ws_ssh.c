@@ -114,7 +114,9 @@ static void finish(gw_ws_session *ws, bool error, const char *message, int exit_
     if (ws->st == WS_ENDING)
         return;
     ws->st = WS_ENDING;
-    snprintf(ws->end_reason, sizeof(ws->end_reason), "%s", message);
+    size_t n = strnlen(message, sizeof(ws->end_reason) - 1); /* cut, on purpose */
+    memcpy(ws->end_reason, message, n);
+    ws->end_reason[n] = '\0';
     ws->close_code = close_code;
     json_t *m = json_pack("{s:s,s:s}", "type", error ? "error" : "closed", "message", message);
     if (exit_status >= 0)
