@@ -494,12 +494,15 @@ static int parse_limits(cfg_ctx *c, json_t *root)
 {
     static const char *const keys[] = {"max_sessions", "max_sessions_per_user",
                                        "shutdown_grace_seconds",
-                                       "handshake_timeout_seconds", NULL};
+                                       "handshake_timeout_seconds", "idle_timeout_seconds",
+                                       "max_session_seconds", NULL};
     gw_limits *l = &c->cfg->limits;
     l->max_sessions = 1000;
     l->max_sessions_per_user = 20;
     l->shutdown_grace_seconds = 30;
     l->handshake_timeout_seconds = 10;
+    l->idle_timeout_seconds = 1800;
+    l->max_session_seconds = 8 * 3600;
     json_t *v = json_object_get(root, "limits");
     if (!v)
         return 0;
@@ -510,7 +513,11 @@ static int parse_limits(cfg_ctx *c, json_t *root)
         get_int(c, "limits", v, "shutdown_grace_seconds", false, 0, 86400,
                 &l->shutdown_grace_seconds) ||
         get_int(c, "limits", v, "handshake_timeout_seconds", false, 1, 300,
-                &l->handshake_timeout_seconds))
+                &l->handshake_timeout_seconds) ||
+        get_int(c, "limits", v, "idle_timeout_seconds", false, 0, 7 * 86400,
+                &l->idle_timeout_seconds) ||
+        get_int(c, "limits", v, "max_session_seconds", false, 0, 7 * 86400,
+                &l->max_session_seconds))
         return PST_E_CONFIG;
     return 0;
 }

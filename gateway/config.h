@@ -85,6 +85,8 @@ typedef struct {
     int max_sessions_per_user;
     int shutdown_grace_seconds;
     int handshake_timeout_seconds;
+    int idle_timeout_seconds;  /* no keystroke for this long ends a session; 0 off */
+    int max_session_seconds;   /* no session lasts longer; 0 off */
 } gw_limits;
 
 typedef struct gw_config {

@@ -62,9 +62,19 @@ struct gw_ws_session {
     char end_reason[160];
     int close_code;
     bool close_sent;
+    /* timeouts, in uv_now() milliseconds */
+    uint64_t started_ms;
+    uint64_t last_input_ms;
+    int idle_s, max_s; /* copied from the config at connect */
+    bool warned_idle, warned_max;
 };
 
+/* A warning goes out this long before a timeout cuts the session (or half
+ * the timeout, when that is shorter). */
+#define WS_WARN_MS 60000ull
+
 static int64_t now_s(void) { return (int64_t)time(NULL); }
+static void arm_timeouts(gw_ws_session *ws);
 
 static int queue(gw_ws_session *ws, const void *data, size_t len, bool text)
 {
@@ -417,6 +427,10 @@ static void handle_connect(gw_ws_session *ws, json_t *msg)
         .connect_timeout_ms = WS_CONNECT_TIMEOUT_MS,
     };
     ws->st = WS_CONNECTING;
+    ws->started_ms = ws->last_input_ms = uv_now(srv->loop);
+    ws->idle_s = srv->cfg->limits.idle_timeout_seconds;
+    ws->max_s = srv->cfg->limits.max_session_seconds;
+    arm_timeouts(ws);
     log_event(LOG_INFO, "session.start", "sid=%s user=%s vm=%s source=%s", ws->entry.id,
               ws->entry.user, vm->name, log_q(ws->req->source));
     int rc = proxy_ssh_open(srv->loop, &p, &ssh_callbacks, ws, &ws->ssh);
@@ -431,6 +445,79 @@ out:
         OPENSSL_cleanse(key_text, strlen(key_text));
         free(key_text);
     }
+}
+
+static uint64_t warn_ms(int timeout_s)
+{
+    uint64_t t = (uint64_t)timeout_s * 1000;
+    return t / 2 < WS_WARN_MS ? t / 2 : WS_WARN_MS;
+}
+
+/* Arms the lws timer for the next thing that can happen: a warning or a
+ * cut. One timer per session, set to the nearest deadline, so idle
+ * sessions cost no wakeups. */
+static void arm_timeouts(gw_ws_session *ws)
+{
+    uint64_t now = uv_now(ws->srv->loop), next = UINT64_MAX;
+    if (ws->idle_s) {
+        uint64_t cut = ws->last_input_ms + (uint64_t)ws->idle_s * 1000;
+        uint64_t warn = cut - warn_ms(ws->idle_s);
+        next = ws->warned_idle || warn <= now ? cut : warn;
+    }
+    if (ws->max_s) {
+        uint64_t cut = ws->started_ms + (uint64_t)ws->max_s * 1000;
+        uint64_t warn = cut - warn_ms(ws->max_s);
+        uint64_t t = ws->warned_max || warn <= now ? cut : warn;
+        if (t < next)
+            next = t;
+    }
+    if (next == UINT64_MAX)
+        return;
+    uint64_t delay = next > now ? next - now : 1;
+    lws_set_timer_usecs(ws->wsi, (lws_usec_t)delay * 1000);
+}
+
+static void on_timer(gw_ws_session *ws)
+{
+    if (ws->st != WS_RUNNING && ws->st != WS_CONNECTING)
+        return;
+    uint64_t now = uv_now(ws->srv->loop);
+    char msg[160];
+    if (ws->max_s) {
+        uint64_t cut = ws->started_ms + (uint64_t)ws->max_s * 1000;
+        if (now >= cut) {
+            snprintf(msg, sizeof(msg), "the session reached its maximum duration of %d min",
+                     ws->max_s / 60);
+            unregister(ws, "max_duration");
+            finish(ws, false, msg, -1, LWS_CLOSE_STATUS_POLICY_VIOLATION);
+            return;
+        }
+        if (!ws->warned_max && now + warn_ms(ws->max_s) >= cut) {
+            ws->warned_max = true;
+            snprintf(msg, sizeof(msg), "the session will end in %llu s: maximum duration",
+                     (unsigned long long)((cut - now + 999) / 1000));
+            send_json(ws, json_pack("{s:s,s:s,s:s}", "type", "status", "message", msg,
+                                    "warning", "max_duration"));
+        }
+    }
+    if (ws->idle_s) {
+        uint64_t cut = ws->last_input_ms + (uint64_t)ws->idle_s * 1000;
+        if (now >= cut) {
+            snprintf(msg, sizeof(msg), "the session was idle for %d s and has been closed",
+                     ws->idle_s);
+            unregister(ws, "idle");
+            finish(ws, false, msg, -1, LWS_CLOSE_STATUS_POLICY_VIOLATION);
+            return;
+        }
+        if (!ws->warned_idle && now + warn_ms(ws->idle_s) >= cut) {
+            ws->warned_idle = true;
+            snprintf(msg, sizeof(msg), "the session will close in %llu s unless you type",
+                     (unsigned long long)((cut - now + 999) / 1000));
+            send_json(ws, json_pack("{s:s,s:s,s:s}", "type", "status", "message", msg,
+                                    "warning", "idle"));
+        }
+    }
+    arm_timeouts(ws);
 }
 
 static void handle_text(gw_ws_session *ws)
@@ -475,6 +562,8 @@ static void handle_binary(gw_ws_session *ws)
     }
     ws->entry.bytes_in += ws->msg_len;
     ws->srv->metrics.bytes_in += ws->msg_len;
+    ws->last_input_ms = uv_now(ws->srv->loop);
+    ws->warned_idle = false; /* the timer re-reads last_input when it fires */
     if (proxy_ssh_write(ws->ssh, ws->msg, ws->msg_len) == -ENOBUFS && !ws->rx_paused) {
         /* The VM is not taking input: stop reading the browser. */
         ws->rx_paused = true;
@@ -638,6 +727,10 @@ int gw_ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user
         }
         return 0;
     }
+    case LWS_CALLBACK_TIMER:
+        if (ws)
+            on_timer(ws);
+        return 0;
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
         /* lws hands the upgrade to the vhost's default protocol: us. */
         return gw_ws_on_confirm_upgrade(lws_context_user(lws_get_context(wsi)), wsi);
