@@ -135,10 +135,16 @@ for _ in $(seq 50); do [ -s "$tmp/sshd.pid" ] && break; sleep 0.1; done
 # ---- the gateway ----------------------------------------------------------------
 state_dir=${XDG_STATE_HOME:-$HOME/.local/state}/postern-demo
 mkdir -p "$(dirname "$state_dir")"
+# The gateway login: the same name and password as the VM account, so one
+# pair of credentials gets the demo user from the login page to a shell.
+printf '%s\n' "$demo_password" |
+  "$root/build/release/postern" user add "$DEMO_USER" --role demo \
+    --users-file "$tmp/users.jsonl" --password-stdin >/dev/null
 cat >"$tmp/postern.json" <<EOF
 {
   "listen": "127.0.0.1:$gw_port",
   "state_dir": "$state_dir",
+  "users_file": "$tmp/users.jsonl",
   "origins": ["https://127.0.0.1:$gw_port", "https://localhost:$gw_port"],
   "log_level": "info",
   "limits": { "shutdown_grace_seconds": 5 },
@@ -188,8 +194,8 @@ cat <<EOF
                   its SHA-256 fingerprint is
                   $cert_fp
   VM:             $VM_NAME (OpenSSH on 127.0.0.1:$ssh_port)
-  SSH user:       $DEMO_USER
-  SSH password:   $demo_password
+  Log in as:      $DEMO_USER  (on the console, and again on the VM)
+  Password:       $demo_password
   Gateway log:    $gw_log
   Gateway state:  $state_dir
 
