@@ -291,6 +291,8 @@ int auth_token_lookup(auth_store *s, const char *token, int64_t now, auth_token 
 int auth_token_list(auth_store *s, const char *user, int64_t now, json_t **out);
 /* Revokes one of user's tokens: 0, or PST_E_NOTFOUND. */
 int auth_token_revoke(auth_store *s, const char *user, const char *id);
+/* Revokes every token of user (account disabled, password changed). */
+int auth_token_revoke_user(auth_store *s, const char *user);
 
 /* The last TOTP step accepted for user (0 if none), and recording one:
  * kept here so that a code cannot be replayed across a restart either. */

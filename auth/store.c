@@ -101,6 +101,7 @@ enum {
     ST_TOKEN_COUNT_LIVE,
     ST_TOKEN_LIST,
     ST_TOKEN_REVOKE,
+    ST_TOKEN_REVOKE_USER,
     ST_TOKEN_PURGE,
     ST_TOTP_GET,
     ST_TOTP_SET,
@@ -126,6 +127,7 @@ static const char *const stmt_sql[ST_COUNT] = {
                       " ORDER BY created, id",
     [ST_TOKEN_REVOKE] = "UPDATE tokens SET revoked = 1"
                         " WHERE id = ?1 AND user = ?2 AND revoked = 0",
+    [ST_TOKEN_REVOKE_USER] = "UPDATE tokens SET revoked = 1 WHERE user = ?1 AND revoked = 0",
     [ST_TOKEN_PURGE] = "DELETE FROM tokens WHERE expires <= ?1",
     [ST_TOTP_GET] = "SELECT step FROM totp_steps WHERE user = ?1",
     /* Never lowered: going back would let an already used code in again. */
@@ -794,6 +796,19 @@ int auth_token_revoke(auth_store *s, const char *user, const char *id)
         rc = db_fail(s, "token.revoke");
     else if (sqlite3_changes(s->db) == 0)
         rc = PST_E_NOTFOUND;
+    stmt_done(st);
+    return rc;
+}
+
+int auth_token_revoke_user(auth_store *s, const char *user)
+{
+    if (!user)
+        return -EINVAL;
+    sqlite3_stmt *st = s->st[ST_TOKEN_REVOKE_USER];
+    int rc = 0;
+    if (sqlite3_bind_text(st, 1, user, -1, SQLITE_STATIC) != SQLITE_OK ||
+        sqlite3_step(st) != SQLITE_DONE)
+        rc = db_fail(s, "token.revoke_user");
     stmt_done(st);
     return rc;
 }

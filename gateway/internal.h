@@ -27,6 +27,7 @@ struct gw_server {
     gw_metrics metrics;
     bool draining;
     bool stopping;
+    bool terminating; /* grace over: sessions are being told */
     bool lws_first_destroy_done;
     uv_timer_t grace_timer;
     bool grace_timer_open;

@@ -255,7 +255,7 @@ static int redirect_callback(struct lws *wsi, enum lws_callback_reasons reason, 
 /* rx_buffer_size bounds what lws reads per callback; our own reassembly
  * bound is in ws_ssh.c. */
 static const struct lws_protocols https_protocols[] = {
-    {"http", http_callback, sizeof(gw_http_conn), 0, 0, NULL, 0},
+    {"http", http_callback, sizeof(gw_http_conn), 32768, 0, NULL, 0},
     {"postern-ws", gw_ws_callback, sizeof(gw_ws_session *), 16384, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
@@ -530,6 +530,12 @@ int gw_server_open(uv_loop_t *loop, gw_config *cfg, gw_server_stopped_cb stopped
     info.user = srv;
     info.max_http_header_data = GW_MAX_HEADER_BYTES;
     info.max_http_header_pool = GW_HEADER_POOL;
+    /* lws reads TLS into a per-thread buffer of this size. With the 4 KiB
+     * default, the rest of a 16 KiB TLS record stayed decrypted inside
+     * OpenSSL and, on the libuv loop, was not read until some other socket
+     * woke the loop: a 12 KiB POST body hung. A buffer larger than a TLS
+     * record drains every record in one read. */
+    info.pt_serv_buf_size = 32768;
     info.server_string = "postern";
     srv->lws = lws_create_context(&info);
     if (!srv->lws) {
@@ -576,6 +582,41 @@ static bool same_str(const char *a, const char *b)
     return (!a && !b) || (a && b && strcmp(a, b) == 0);
 }
 
+static bool same_secret(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+/* A login session or token must not outlive what it was granted on: when
+ * an account is removed, disabled, or its password or second factor
+ * changes, its sessions end and its tokens are revoked. (Re-enabling the
+ * account later brings none of them back.) */
+static void revoke_changed_accounts(gw_server *srv, const auth_users *old_users,
+                                    const auth_users *new_users)
+{
+    for (size_t i = 0; i < old_users->n; i++) {
+        const auth_user *was = &old_users->v[i];
+        const auth_user *now = auth_users_find(new_users, was->name);
+        const char *why = !now                                            ? "removed"
+                          : now->disabled && !was->disabled               ? "disabled"
+                          : !same_secret(now->password_hash, was->password_hash)
+                              ? "password_changed"
+                          : now->totp_key_len != was->totp_key_len ||
+                                  CRYPTO_memcmp(now->totp_key, was->totp_key, was->totp_key_len)
+                              ? "second_factor_changed"
+                              : NULL;
+        if (!why)
+            continue;
+        int a = auth_session_delete_user(srv->store, was->name);
+        int b = auth_token_revoke_user(srv->store, was->name);
+        json_t *f = json_pack("{s:s,s:s}", "user", was->name, "reason", why);
+        auth_audit_write(srv->audit, "credentials.revoked", f);
+        json_decref(f);
+        log_event(a || b ? LOG_ERROR : LOG_INFO, "credentials.revoked", "user=%s reason=%s%s",
+                  was->name, why, a || b ? " err=store" : "");
+    }
+}
+
 void gw_server_reload(gw_server *srv, gw_config *cfg)
 {
     if (!same_addrs(srv->cfg, cfg))
@@ -594,6 +635,7 @@ void gw_server_reload(gw_server *srv, gw_config *cfg)
         gw_config_free(cfg);
         return;
     }
+    revoke_changed_accounts(srv, srv->users, users);
     auth_users_free(srv->users);
     srv->users = users;
     auth_throttle_set_params(srv->throttle_users, &cfg->auth.throttle);
@@ -638,27 +680,40 @@ static void stop_now(gw_server *srv)
         srv->stopped(srv, srv->stopped_data);
 }
 
+static void flush_done(uv_timer_t *t)
+{
+    stop_now(t->data);
+}
+
 void gw_server_session_ended(gw_server *srv)
 {
-    if (srv->draining && !srv->stopping && gw_server_live_sessions(srv) == 0) {
+    if (srv->draining && !srv->stopping && !srv->terminating &&
+        gw_server_live_sessions(srv) == 0 && srv->grace_timer_open) {
         log_event(LOG_INFO, "drain.complete", "live_sessions=0");
-        stop_now(srv);
+        /* Not from here: we are inside the ending session's callbacks, and
+         * stopping destroys every connection, that session's included. */
+        uv_timer_start(&srv->grace_timer, flush_done, 0, 0);
     }
 }
 
+/* Grace is over: every live session is told why it ends (a message and a
+ * close frame); a second later, time for those to leave, everything
+ * closes. */
 static void grace_expired(uv_timer_t *t)
 {
     gw_server *srv = t->data;
     log_event(LOG_WARN, "drain.grace_expired", "live_sessions=%u",
               gw_server_live_sessions(srv));
-    stop_now(srv);
+    srv->terminating = true;
+    gw_sessions_terminate_all(&srv->sessions, "the gateway is shutting down");
+    uv_timer_start(&srv->grace_timer, flush_done, 1000, 0);
 }
 
 void gw_server_drain(gw_server *srv)
 {
     if (srv->draining) {
         log_event(LOG_WARN, "drain.forced", "live_sessions=%u", gw_server_live_sessions(srv));
-        stop_now(srv);
+        stop_now(srv); /* a second signal: no more waiting */
         return;
     }
     srv->draining = true;

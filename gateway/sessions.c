@@ -70,3 +70,16 @@ void gw_sessions_remove(gw_sessions *reg, gw_session_entry *e)
     e->prev = e->next = NULL;
     reg->count--;
 }
+
+void gw_sessions_terminate_all(gw_sessions *reg, const char *reason)
+{
+    gw_session_entry *e = reg->head;
+    while (e) {
+        gw_session_entry *next = e->next; /* terminate unlinks e */
+        if (e->terminate)
+            e->terminate(e, reason);
+        else
+            gw_sessions_remove(reg, e);
+        e = next;
+    }
+}

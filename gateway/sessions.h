@@ -22,6 +22,9 @@ typedef struct gw_session_entry {
     int64_t started;             /* seconds since the epoch */
     uint64_t bytes_in;           /* client -> VM */
     uint64_t bytes_out;          /* VM -> client */
+    /* Ends the session with a reason the user sees (drain, admin): set by
+     * the owner; it unregisters the entry. */
+    void (*terminate)(struct gw_session_entry *e, const char *reason);
     struct gw_session_entry *prev, *next;
 } gw_session_entry;
 
@@ -35,6 +38,9 @@ typedef struct {
 int gw_sessions_add(gw_sessions *reg, const gw_config *cfg, const gw_vm *vm,
                     gw_session_entry *e, char *why, size_t whylen);
 void gw_sessions_remove(gw_sessions *reg, gw_session_entry *e);
+
+/* Calls terminate on every entry (each removes itself). */
+void gw_sessions_terminate_all(gw_sessions *reg, const char *reason);
 
 unsigned gw_sessions_count_vm(const gw_sessions *reg, const char *vm);
 unsigned gw_sessions_count_user(const gw_sessions *reg, const char *user);

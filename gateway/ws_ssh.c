@@ -17,6 +17,7 @@
 #include "proxy/proxy.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <openssl/crypto.h>
 #include <stdlib.h>
@@ -320,6 +321,17 @@ static void wipe_json_strings(json_t *o)
     }
 }
 
+static void terminate_entry(gw_session_entry *e, const char *reason)
+{
+    gw_ws_session *ws = (gw_ws_session *)((char *)e - offsetof(gw_ws_session, entry));
+    if (ws->ssh) {
+        proxy_ssh_close(ws->ssh);
+        ws->ssh = NULL;
+    }
+    unregister(ws, "terminated");
+    finish(ws, true, reason, -1, LWS_CLOSE_STATUS_GOINGAWAY);
+}
+
 static void handle_connect(gw_ws_session *ws, json_t *msg)
 {
     gw_server *srv = ws->srv;
@@ -383,6 +395,7 @@ static void handle_connect(gw_ws_session *ws, json_t *msg)
     snprintf(ws->entry.vm, sizeof(ws->entry.vm), "%s", vm->name);
     snprintf(ws->entry.source, sizeof(ws->entry.source), "%s", ws->req->source);
     ws->entry.proto = GW_PROTO_SSH;
+    ws->entry.terminate = terminate_entry;
     if (gw_sessions_add(&srv->sessions, srv->cfg, vm, &ws->entry, why, sizeof(why)) != 0) {
         audit(ws, "access.denied",
               json_pack("{s:s,s:s,s:s,s:s,s:s}", "user", ws->req->id.user, "action",
@@ -392,11 +405,13 @@ static void handle_connect(gw_ws_session *ws, json_t *msg)
         goto out;
     }
     /* Recorded before the VM is touched; no audit, no session. */
-    if (auth_audit_write(srv->audit, "session.start",
-                         json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s}", "session", ws->entry.id,
-                                   "user", ws->entry.user, "vm", vm->name, "protocol", "ssh",
-                                   "action", auth_action_name(need), "login", username,
-                                   "source", ws->req->source)) != 0) {
+    json_t *start = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s}", "session", ws->entry.id, "user",
+                              ws->entry.user, "vm", vm->name, "protocol", "ssh", "action",
+                              auth_action_name(need), "login", username, "source",
+                              ws->req->source);
+    int arc = auth_audit_write(srv->audit, "session.start", start);
+    json_decref(start);
+    if (arc != 0) {
         gw_sessions_remove(&srv->sessions, &ws->entry);
         finish(ws, true, "the audit log cannot be written; refusing the session", -1,
                LWS_CLOSE_STATUS_UNEXPECTED_CONDITION);
