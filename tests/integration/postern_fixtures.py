@@ -1075,6 +1075,16 @@ class Gateway(_Fixture):
     def state_dir(self):
         return self.config.get("state_dir")
 
+    @property
+    def origin(self):
+        """The Origin a browser sends for the first listener (what the
+        default `origins` accepts)."""
+        return gateway_origin(self)
+
+    @property
+    def audit_log_path(self):
+        return os.path.join(self.state_dir, "audit.log")
+
     def listen_addresses(self):
         lst = self.config.get("listen")
         if isinstance(lst, str):
@@ -1325,3 +1335,285 @@ def parse_prometheus(text):
 
 def metric_sum(samples, name):
     return sum(v for n, _, v in samples if n == name)
+
+
+# ---------------------------------------------------------------------------
+# Identity: the `postern` command, users files, TOTP, an API client, the
+# audit log. Used by test_identity.py, test_mfa.py and test_audit.py.
+
+import hmac  # noqa: E402  (kept with the helpers that need them)
+import struct  # noqa: E402
+import urllib.parse  # noqa: E402
+
+
+def postern_path():
+    """The command under test: $POSTERN, else $POSTERN_BUILD_DIR/postern
+    (a skip by hand, a failure under ctest, when neither is set)."""
+    path = os.environ.get("POSTERN")
+    if not path and os.environ.get("POSTERN_BUILD_DIR"):
+        path = os.path.join(os.environ["POSTERN_BUILD_DIR"], "postern")
+    if not path:
+        raise missing_prerequisite("set POSTERN to the postern binary")
+    if not os.access(path, os.X_OK):
+        raise AssertionError("POSTERN=%s is not an executable file" % path)
+    return path
+
+
+def postern(*args, input=None, check=True, timeout=60):
+    """Runs `postern ARGS` (stdin: `input`, or nothing) and returns the
+    CompletedProcess (text). check=True fails the test on a non-zero exit."""
+    argv = [postern_path(), *args]
+    proc = subprocess.run(argv, input=input if input is not None else "",
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError("%s exited %d\nstdout: %s\nstderr: %s"
+                             % (argv, proc.returncode, proc.stdout, proc.stderr))
+    return proc
+
+
+class UsersFile:
+    """A users file edited with the real `postern user ...` commands."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def add(self, name, password, roles=("ops",)):
+        argv = ["user", "add", name]
+        for r in roles:
+            argv += ["--role", r]
+        postern(*argv, "--users-file", self.path, "--password-stdin",
+                input=password + "\n")
+
+    def passwd(self, name, password):
+        postern("user", "passwd", name, "--users-file", self.path,
+                "--password-stdin", input=password + "\n")
+
+    def disable(self, name):
+        postern("user", "disable", name, "--users-file", self.path)
+
+    def enable(self, name):
+        postern("user", "enable", name, "--users-file", self.path)
+
+    def enrol_totp(self, name):
+        """Enrols a TOTP secret; returns the base32 secret from the
+        otpauth:// URI the command prints."""
+        out = postern("user", "totp", name, "--users-file", self.path).stdout
+        return totp_secret_from_uri(out.strip())
+
+    def list(self):
+        return postern("user", "list", "--users-file", self.path).stdout
+
+    def lines(self):
+        with open(self.path) as f:
+            return f.read().splitlines()
+
+    def append_raw(self, text):
+        """Appends a line as given (for broken entries); returns its line
+        number."""
+        with open(self.path, "a") as f:
+            f.write(text + "\n")
+        return len(self.lines())
+
+
+def totp_secret_from_uri(uri):
+    """The `secret` parameter of an otpauth://totp/... URI."""
+    parsed = urllib.parse.urlsplit(uri)
+    if parsed.scheme != "otpauth" or parsed.netloc != "totp":
+        raise AssertionError("not an otpauth://totp URI: %r" % uri)
+    secret = urllib.parse.parse_qs(parsed.query).get("secret")
+    if not secret:
+        raise AssertionError("no secret in %r" % uri)
+    return secret[0]
+
+
+def totp_code(secret_b32, at=None, step=None, period=30, digits=6):
+    """RFC 6238 TOTP (HMAC-SHA-1) of a base32 secret, for the time `at`
+    (default now) or the time step `step`."""
+    key = base64.b32decode(secret_b32.upper() + "=" * (-len(secret_b32) % 8))
+    if step is None:
+        step = int((time.time() if at is None else at) // period)
+    mac = hmac.new(key, struct.pack(">Q", step), hashlib.sha1).digest()
+    offset = mac[-1] & 0x0F
+    value = struct.unpack(">I", mac[offset:offset + 4])[0] & 0x7FFFFFFF
+    return "%0*d" % (digits, value % (10 ** digits))
+
+
+def totp_step(at=None, period=30):
+    return int((time.time() if at is None else at) // period)
+
+
+def parse_set_cookie(value):
+    """"name=value; Attr; Attr=x" -> (name, value, {attr_lower: value|True})."""
+    parts = [p.strip() for p in value.split(";")]
+    name, _, val = parts[0].partition("=")
+    attrs = {}
+    for p in parts[1:]:
+        if not p:
+            continue
+        k, sep, v = p.partition("=")
+        attrs[k.strip().lower()] = v.strip() if sep else True
+    return name.strip(), val.strip(), attrs
+
+
+SESSION_COOKIE = "postern_session"
+
+
+class ApiClient:
+    """A client of the gateway's REST API, holding what a browser or the
+    CLI would: the session cookie (set by a successful login) and/or an API
+    token. Every call is one request on a fresh TLS connection.
+
+    origin: the Origin header sent on every request ("default": the
+    gateway's own origin, None: no Origin header)."""
+
+    DEFAULT = "default"
+
+    def __init__(self, gateway, origin=DEFAULT, cookie=None, token=None):
+        self.gw = gateway
+        self.origin = gateway.origin if origin == self.DEFAULT else origin
+        self.cookie = cookie
+        self.token = token
+
+    def request(self, method, path, body=None, headers=None, origin=DEFAULT,
+                cookie=DEFAULT, token=DEFAULT, timeout=20.0):
+        """body: a dict/list (sent as JSON), bytes or str (sent as is)."""
+        h = {}
+        origin = self.origin if origin == self.DEFAULT else origin
+        cookie = self.cookie if cookie == self.DEFAULT else cookie
+        token = self.token if token == self.DEFAULT else token
+        if origin is not None:
+            h["Origin"] = origin
+        if cookie is not None:
+            h["Cookie"] = "%s=%s" % (SESSION_COOKIE, cookie)
+        if token is not None:
+            h["Authorization"] = "Bearer " + token
+        if body is not None and not isinstance(body, (bytes, str)):
+            body = json.dumps(body)
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        if body is not None:
+            h["Content-Type"] = "application/json"
+        h.update(headers or {})
+        return self.gw.request(method, path, headers=h, body=body,
+                               timeout=timeout)
+
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw)
+
+    def post(self, path, body=None, **kw):
+        return self.request("POST", path, body=body, **kw)
+
+    def delete(self, path, **kw):
+        return self.request("DELETE", path, **kw)
+
+    def login(self, user, password, totp=None, **kw):
+        """POST /api/login; on 200 keeps the session cookie."""
+        body = {"user": user, "password": password}
+        if totp is not None:
+            body["totp"] = totp
+        r = self.post("/api/login", body, cookie=None, token=None, **kw)
+        if r.status == 200:
+            self.cookie = session_cookie(r)
+        return r
+
+    def logout(self, **kw):
+        return self.post("/api/logout", **kw)
+
+    def me(self, **kw):
+        return self.get("/api/me", **kw)
+
+    def create_token(self, **fields):
+        """POST /api/tokens with the given JSON fields (cookie session)."""
+        return self.post("/api/tokens", fields or None)
+
+
+def session_cookie(response):
+    """The postern_session value a response sets (None if it sets none)."""
+    for v in response.header_all("Set-Cookie"):
+        name, val, _ = parse_set_cookie(v)
+        if name == SESSION_COOKIE:
+            return val
+    return None
+
+
+def gateway_origin(gw):
+    """The origin a browser sends for gw's first listener."""
+    if gw.port == 443:
+        return "https://%s" % gw.host
+    return "https://%s:%d" % (gw.host, gw.port)
+
+
+
+
+def gateway_metrics(gw):
+    """/metrics parsed: {(name, labels_text): value}."""
+    r = gw.https_get("/metrics")
+    if r.status != 200:
+        raise AssertionError("/metrics answered %r" % r)
+    return {(n, l): v for n, l, v in parse_prometheus(r.text)}
+
+
+def read_audit_log(path):
+    """The audit log's events as dicts, in file order."""
+    with open(path, "rb") as f:
+        return [json.loads(line) for line in f.read().splitlines() if line]
+
+
+def identity_config(users_file, **extra):
+    """A gateway config dict naming a users file, plus extra keys."""
+    cfg = {"users_file": users_file}
+    cfg.update(extra)
+    return cfg
+
+
+def ssh_vm(name, tags=(), port=22):
+    """A VM entry with SSH on a trust-on-first-use key (enough for
+    permission tests that never connect)."""
+    return {"name": name, "address": LOOPBACK, "tags": list(tags),
+            "ssh": {"port": port, "trust_on_first_use": True}}
+
+
+def rdp_vm(name, tags=(), port=3389):
+    return {"name": name, "address": LOOPBACK, "tags": list(tags),
+            "rdp": {"port": port, "trust_on_first_use": True}}
+
+
+# ---------------------------------------------------------------------------
+# Sanitizer reports (the suite also runs against an ASan/UBSan build)
+
+_SANITIZER_RE = re.compile(
+    r"ERROR: (?:AddressSanitizer|LeakSanitizer)"
+    r"|SUMMARY: (?:AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer)"
+    r"|: runtime error: ")
+
+
+def sanitizer_findings(path):
+    """Lines of a process's stderr that are sanitizer reports."""
+    try:
+        with open(path, "r", errors="replace") as f:
+            return [ln for ln in f.read().splitlines() if _SANITIZER_RE.search(ln)]
+    except FileNotFoundError:
+        return []
+
+
+def checked_gateway(testcase, config=None, start=True, cleanup=None, **kwargs):
+    """Gateway.started(testcase, config), plus: when the test ends and the
+    daemon has stopped (so that LeakSanitizer has reported), its stderr must
+    hold no sanitizer report. cleanup: the function that registers cleanups
+    (testcase.addCleanup by default; cls.addClassCleanup in setUpClass)."""
+    add = cleanup or testcase.addCleanup
+    d = tempfile.mkdtemp(prefix="postern-gw-")
+    add(shutil.rmtree, d, ignore_errors=True)       # runs last
+    gw = Gateway(config, tmp=d, **kwargs)
+
+    def check():
+        found = sanitizer_findings(os.path.join(d, "posternd.stderr"))
+        if found:
+            raise AssertionError("posternd reported sanitizer errors:\n%s\n%s"
+                                 % ("\n".join(found[:20]),
+                                    _log_tail(os.path.join(d, "posternd.stderr"), 80)))
+    add(check)                                      # after the stop
+    add(gw.close)                                   # runs first
+    if start:
+        gw.start()
+    return gw
