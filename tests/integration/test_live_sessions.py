@@ -1,7 +1,9 @@
-"""Graceful shutdown with a live SSH console session: SIGTERM stops new
-sessions and turns /healthz to 503 while the live one goes on; when the
-grace period ends the session is told why (a message and a close frame
-with code 1001) and the gateway exits 0. Real sshd, real gateway."""
+"""The gateway's lifecycle with live SSH console sessions, and the
+WebSocket admission checks: SIGTERM stops new sessions and turns /healthz
+to 503 while live ones go on; when the grace period ends they are told why
+(a message and a close frame with code 1001) and the gateway exits 0;
+SIGHUP keeps them; upgrades from a foreign or missing Origin, or without a
+login, are refused before the WebSocket opens. Real sshd, real gateway."""
 
 import json
 import os
@@ -94,6 +96,51 @@ class DrainTest(unittest.TestCase):
         close = [d for op, d in frames if op == websocket.ABNF.OPCODE_CLOSE][0]
         self.assertEqual(int.from_bytes(close[:2], "big"), 1001, close)
         self.assertEqual(self.gw.wait_exit(timeout=15), 0, self.gw.stderr_text()[-3000:])
+
+    def test_sighup_keeps_live_sessions(self):
+        ws = self.connect_shell()
+        mark = self.gw.log.mark()
+        self.gw.reload()
+        self.gw.log.wait_for_event("config.reload", since=mark, result="ok")
+        marker = "after-reload-%d" % os.getpid()
+        ws.send_binary(("echo %s\n" % marker).encode())
+        out = b""
+        deadline = time.monotonic() + 10
+        while out.count(marker.encode()) < 2 and time.monotonic() < deadline:
+            op, data = ws.recv_data()
+            if op == websocket.ABNF.OPCODE_BINARY:
+                out += data
+        self.assertGreaterEqual(out.count(marker.encode()), 2, out[-300:])
+
+    def upgrade_status(self, origin="default", cookie=True):
+        """Sends a raw upgrade request (so that a refusal's JSON body can be
+        read, which WebSocket clients hide); returns (status, body)."""
+        lines = ["GET /ws/ssh?vm=web01 HTTP/1.1", "Host: %s:%d" % (self.gw.host, self.gw.port),
+                 "Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Version: 13",
+                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="]
+        if origin is not None:
+            lines.append("Origin: " + (self.gw.origin if origin == "default" else origin))
+        if cookie:
+            lines.append("Cookie: %s=%s" % (pf.SESSION_COOKIE, self.api.cookie))
+        r = self.gw.raw_request(("\r\n".join(lines) + "\r\n\r\n").encode())
+        body = {}
+        if r.status != 101 and r.body:
+            body = json.loads(r.body)
+        return r.status, body
+
+    def test_websocket_upgrade_checks_origin_and_login(self):
+        status, body = self.upgrade_status(origin="https://evil.example")
+        self.assertEqual(status, 403, body)
+        self.assertIn("Origin", body.get("error", ""))
+        status, body = self.upgrade_status(origin=None)
+        self.assertEqual(status, 403, body)
+        status, body = self.upgrade_status(cookie=False)
+        self.assertEqual(status, 401, body)
+        status, _ = self.upgrade_status()
+        self.assertEqual(status, 101)
+        denied = [e for e in pf.read_audit_log(self.gw.audit_log_path)
+                  if e["event"] == "access.denied"]
+        self.assertGreaterEqual(len(denied), 2, denied)
 
     def test_sigterm_exits_when_the_last_session_ends(self):
         ws = self.connect_shell()
