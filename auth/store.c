@@ -13,6 +13,7 @@
  * statement is prepared once at open and kept, so a request costs one step
  * of an already compiled statement. */
 #include "auth/auth.h"
+#include "auth/internal.h"
 
 #include "common/err.h"
 #include "common/log.h"
@@ -181,20 +182,7 @@ static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 /* base64url without padding; out needs (len * 4 + 2) / 3 + 1 bytes. */
 static void b64url_encode(const uint8_t *in, size_t len, char *out)
 {
-    size_t o = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < len; i++) {
-        acc = (acc << 8) | in[i];
-        bits += 8;
-        while (bits >= 6) {
-            out[o++] = b64url[(acc >> (bits - 6)) & 63];
-            bits -= 6;
-        }
-    }
-    if (bits > 0)
-        out[o++] = b64url[(acc << (6 - bits)) & 63];
-    out[o] = '\0';
+    auth_encode_bits(in, len, b64url, 6, out);
 }
 
 static bool b64url_char(char c)

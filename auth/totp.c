@@ -1,6 +1,7 @@
 /* TOTP (RFC 6238 over RFC 4226 HOTP) and the base32 secrets authenticator
  * apps exchange. */
 #include "auth/auth.h"
+#include "auth/internal.h"
 
 #include "common/err.h"
 
@@ -18,20 +19,7 @@ int auth_base32_encode(const uint8_t *in, size_t len, char *out, size_t outlen)
     size_t need = (len * 8 + 4) / 5 + 1;
     if (outlen < need)
         return -ENOSPC;
-    size_t o = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < len; i++) {
-        acc = (acc << 8) | in[i];
-        bits += 8;
-        while (bits >= 5) {
-            out[o++] = b32_alphabet[(acc >> (bits - 5)) & 31];
-            bits -= 5;
-        }
-    }
-    if (bits > 0)
-        out[o++] = b32_alphabet[(acc << (5 - bits)) & 31];
-    out[o] = '\0';
+    auth_encode_bits(in, len, b32_alphabet, 5, out);
     return 0;
 }
 
