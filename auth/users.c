@@ -9,6 +9,7 @@
  * and TOTP secrets. */
 #include "auth/auth.h"
 
+#include "common/atomic_file.h"
 #include "common/err.h"
 
 #include <ctype.h>
@@ -257,23 +258,9 @@ static json_t *user_json(const auth_user *u)
     return obj;
 }
 
-int auth_users_save(const auth_users *users, const char *path, char *err, size_t errlen)
+static int emit_users(FILE *f, void *ctx)
 {
-    char tmp[4200];
-    if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid()) >= sizeof(tmp))
-        return -ENAMETOOLONG;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        int rc = -errno;
-        snprintf(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
-        return rc;
-    }
-    FILE *f = fdopen(fd, "w");
-    if (!f) {
-        close(fd);
-        unlink(tmp);
-        return -ENOMEM;
-    }
+    const auth_users *users = ctx;
     bool ok = fputs("# Postern users: one JSON object per line. Edit with `postern user`.\n",
                     f) >= 0;
     for (size_t i = 0; ok && i < users->n; i++) {
@@ -281,16 +268,13 @@ int auth_users_save(const auth_users *users, const char *path, char *err, size_t
         ok = json_dumpf(obj, f, JSON_COMPACT | JSON_PRESERVE_ORDER) == 0 && fputc('\n', f) != EOF;
         json_decref(obj);
     }
-    ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
-    if (fclose(f) != 0)
-        ok = false;
-    if (!ok || rename(tmp, path) != 0) {
-        int rc = -errno;
-        unlink(tmp);
-        snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno ? errno : EIO));
-        return rc ? rc : -EIO;
-    }
-    return 0;
+    return ok;
+}
+
+int auth_users_save(const auth_users *users, const char *path, char *err, size_t errlen)
+{
+    /* 0600: the file holds password hashes and TOTP secrets. */
+    return pst_write_file_atomic(path, 0600, emit_users, (void *)users, err, errlen);
 }
 
 auth_user *auth_users_find(const auth_users *users, const char *name)

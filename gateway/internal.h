@@ -165,6 +165,9 @@ int gw_ws_admit(gw_server *srv, struct lws *wsi, gw_ws_request *req);
 /* LWS_CALLBACK_HTTP_CONFIRM_UPGRADE, whichever protocol lws delivers it
  * to: admits (stashing the request on the wsi) or refuses. */
 int gw_ws_on_confirm_upgrade(gw_server *srv, struct lws *wsi);
+/* Frees an admission that was never taken up (LWS_CALLBACK_WSI_DESTROY,
+ * which lws delivers to whichever protocol the connection ended in). */
+void gw_ws_request_drop(struct lws *wsi);
 /* Answers an upgrade with status and {"error": message}; returns what the
  * upgrade callback must return. */
 int gw_ws_refuse(gw_server *srv, struct lws *wsi, int status, const char *message);

@@ -133,11 +133,7 @@ static int common_callback(gw_server *srv, struct lws *wsi, enum lws_callback_re
     case LWS_CALLBACK_WSI_DESTROY: {
         if (srv)
             count_connection(srv, -1);
-        gw_ws_request *req = lws_get_opaque_user_data(wsi);
-        if (req) {
-            lws_set_opaque_user_data(wsi, NULL);
-            free(req);
-        }
+        gw_ws_request_drop(wsi);
         return 0;
     }
     case LWS_CALLBACK_HTTP_WRITEABLE:

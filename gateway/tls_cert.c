@@ -1,5 +1,6 @@
 #include "gateway/tls_cert.h"
 
+#include "common/atomic_file.h"
 #include "common/err.h"
 
 #include <arpa/inet.h>
@@ -39,40 +40,6 @@ static int mkdir_private(const char *path, char *err, size_t errlen)
     int rc = -errno;
     snprintf(err, errlen, "cannot create directory %s: %s", path, strerror(errno));
     return rc;
-}
-
-/* Writes via a temporary file, fsync and rename: a crash never leaves half a
- * key behind, and the key is 0600 from its first byte. */
-static int write_pem_atomic(const char *path, int (*emit)(FILE *, void *), void *obj,
-                            char *err, size_t errlen)
-{
-    char tmp[TLS_PATH_MAX + 8];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    unlink(tmp);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        int rc = -errno;
-        snprintf(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
-        return rc;
-    }
-    FILE *f = fdopen(fd, "w");
-    if (!f) {
-        int rc = -errno;
-        close(fd);
-        unlink(tmp);
-        snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(-rc));
-        return rc;
-    }
-    int ok = emit(f, obj);
-    ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
-    if (fclose(f) != 0)
-        ok = 0;
-    if (!ok || rename(tmp, path) != 0) {
-        unlink(tmp);
-        snprintf(err, errlen, "cannot write %s", path);
-        return PST_E_TLS;
-    }
-    return 0;
 }
 
 static int emit_key(FILE *f, void *obj)
@@ -175,8 +142,8 @@ static int generate(const char *cert_path, const char *key_path, const char *con
         goto out;
     }
     /* Key first: a cert without its key is useless, the reverse is harmless. */
-    if ((rc = write_pem_atomic(key_path, emit_key, key, err, errlen)) != 0 ||
-        (rc = write_pem_atomic(cert_path, emit_cert, cert, err, errlen)) != 0)
+    if ((rc = pst_write_file_atomic(key_path, 0600, emit_key, key, err, errlen)) != 0 ||
+        (rc = pst_write_file_atomic(cert_path, 0600, emit_cert, cert, err, errlen)) != 0)
         goto out;
     rc = 0;
 out:

@@ -153,3 +153,12 @@ int gw_ws_on_confirm_upgrade(gw_server *srv, struct lws *wsi)
     lws_set_opaque_user_data(wsi, req);
     return 0;
 }
+
+void gw_ws_request_drop(struct lws *wsi)
+{
+    gw_ws_request *req = lws_get_opaque_user_data(wsi);
+    if (req) {
+        lws_set_opaque_user_data(wsi, NULL);
+        free(req);
+    }
+}

@@ -12,6 +12,7 @@
  * Input is bounded the same way in the other direction. */
 #include "gateway/internal.h"
 
+#include "common/atomic_file.h"
 #include "common/err.h"
 #include "common/log.h"
 #include "proxy/proxy.h"
@@ -204,20 +205,14 @@ static int known_key_path(gw_ws_session *ws, char *out, size_t n)
     return 0;
 }
 
+static int emit_string(FILE *f, void *ctx) { return fputs(ctx, f) >= 0; }
+
 static void on_ssh_key_learned(void *ud, const char *sha256)
 {
     gw_ws_session *ws = ud;
-    char path[TLS_PATH_MAX + 64], tmp[TLS_PATH_MAX + 80];
-    if (known_key_path(ws, path, sizeof(path)) != 0)
-        return;
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return;
-    bool ok = write(fd, sha256, strlen(sha256)) == (ssize_t)strlen(sha256) && fsync(fd) == 0;
-    close(fd);
-    if (!ok || rename(tmp, path) != 0) {
-        unlink(tmp);
+    char path[TLS_PATH_MAX + 64], err[256];
+    if (known_key_path(ws, path, sizeof(path)) != 0 ||
+        pst_write_file_atomic(path, 0600, emit_string, (void *)sha256, err, sizeof(err)) != 0) {
         log_event(LOG_ERROR, "hostkey.store_failed", "vm=%s", ws->vm_name);
         return;
     }
@@ -733,15 +728,9 @@ int gw_ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user
             *slot = NULL;
         }
         return 0;
-    case LWS_CALLBACK_WSI_DESTROY: {
-        /* Admitted but never established: free the admission. */
-        gw_ws_request *req = lws_get_opaque_user_data(wsi);
-        if (req) {
-            lws_set_opaque_user_data(wsi, NULL);
-            free(req);
-        }
+    case LWS_CALLBACK_WSI_DESTROY:
+        gw_ws_request_drop(wsi); /* admitted but never established */
         return 0;
-    }
     case LWS_CALLBACK_TIMER:
         if (ws)
             on_timer(ws);
