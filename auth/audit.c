@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -35,6 +36,7 @@ struct auth_audit {
     char prev[HEX_LEN + 1];
     int dirty; /* written since the last sync */
     char *path;
+    int to_syslog; /* also send each line to syslog (LOG_AUTHPRIV) */
 };
 
 static void sha256_hex(const void *data, size_t len, char out[HEX_LEN + 1])
@@ -189,21 +191,33 @@ int auth_audit_write(auth_audit *a, const char *event, json_t *fields)
     sha256_hex(line, len, hash);
     line[len] = '\n'; /* json_dumps leaves room: we overwrite its NUL */
     ssize_t w = write(a->fd, line, len + 1);
-    free(line);
     if (w != (ssize_t)(len + 1)) {
         /* A short write leaves a torn line; the chain stays on the last
          * good one and the failure goes up to refuse the action. */
         rc = w < 0 ? -errno : -EIO;
+        free(line);
         goto out;
     }
     memcpy(a->prev, hash, sizeof(hash));
     a->seq++;
     a->dirty = 1;
+    if (a->to_syslog)
+        syslog(LOG_AUTHPRIV | LOG_NOTICE, "%.*s", (int)len, line);
+    free(line);
 out:
     pthread_mutex_unlock(&a->lock);
     if (rc)
         log_event(LOG_ERROR, "audit.write.failed", "event=%s err=%s", event, pst_strerror(rc));
     return rc;
+}
+
+void auth_audit_set_syslog(auth_audit *a, bool on)
+{
+    pthread_mutex_lock(&a->lock);
+    if (on && !a->to_syslog)
+        openlog("posternd", LOG_PID | LOG_NDELAY, LOG_AUTHPRIV);
+    a->to_syslog = on;
+    pthread_mutex_unlock(&a->lock);
 }
 
 int auth_audit_sync(auth_audit *a)

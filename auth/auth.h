@@ -89,6 +89,10 @@ int auth_audit_write(auth_audit *a, const char *event, json_t *fields);
  * (the gateway calls it from the thread pool once a second). */
 int auth_audit_sync(auth_audit *a);
 
+/* Also sends each event line to syslog (facility authpriv), for a central
+ * collector; the file stays the record of reference. Any thread. */
+void auth_audit_set_syslog(auth_audit *a, bool on);
+
 void auth_audit_close(auth_audit *a);
 
 typedef struct {

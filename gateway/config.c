@@ -560,6 +560,18 @@ static int parse_auth(cfg_ctx *c, json_t *root)
     return 0;
 }
 
+static int parse_audit(cfg_ctx *c, json_t *root)
+{
+    static const char *const keys[] = {"syslog", NULL};
+    json_t *v = json_object_get(root, "audit");
+    if (!v)
+        return 0;
+    if (want_object(c, "audit", v) || check_keys(c, "audit", v, keys) ||
+        get_bool(c, "audit", v, "syslog", &c->cfg->audit_syslog))
+        return PST_E_CONFIG;
+    return 0;
+}
+
 /* "SHA256:" + 43 base64 characters, as ssh-keygen -l prints. */
 static bool valid_ssh_fingerprint(const char *s)
 {
@@ -793,7 +805,7 @@ static int parse_root(cfg_ctx *c, json_t *root)
 {
     static const char *const keys[] = {"listen", "http_redirect", "state_dir", "tls",
                                        "origins", "log_level", "users_file", "roles",
-                                       "limits", "auth", "vms", NULL};
+                                       "limits", "auth", "audit", "vms", NULL};
     gw_config *cfg = c->cfg;
     const char *level = NULL;
     if (want_object(c, "", root) || check_keys(c, "", root, keys) ||
@@ -810,7 +822,7 @@ static int parse_root(cfg_ctx *c, json_t *root)
         get_string(c, "", root, "log_level", false, &level) ||
         get_string(c, "", root, "users_file", false, &cfg->users_file) ||
         parse_roles(c, root) || parse_limits(c, root) || parse_auth(c, root) ||
-        parse_vms(c, root))
+        parse_audit(c, root) || parse_vms(c, root))
         return PST_E_CONFIG;
     cfg->log_level = LOG_INFO;
     if (level && log_level_parse(level, &cfg->log_level) != 0)

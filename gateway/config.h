@@ -105,6 +105,7 @@ typedef struct gw_config {
     auth_role *roles;  /* what auth_may() decides with */
     size_t nroles;
     gw_auth_settings auth;
+    bool audit_syslog; /* "audit": {"syslog": true} */
     gw_limits limits;
     gw_vm *vms;
     size_t nvms;

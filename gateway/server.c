@@ -456,6 +456,7 @@ static int setup_identity(gw_server *srv, char *err, size_t errlen)
     snprintf(path, sizeof(path), "%s/audit.log", cfg->state_dir);
     if ((rc = auth_audit_open(path, &srv->audit, err, errlen)) != 0)
         return rc;
+    auth_audit_set_syslog(srv->audit, cfg->audit_syslog);
     /* Accounts and addresses in separate tables: failures from many
      * addresses can then never push a locked account out. */
     srv->throttle_users = auth_throttle_new(&cfg->auth.throttle, GW_THROTTLE_KEYS);
@@ -634,6 +635,7 @@ void gw_server_reload(gw_server *srv, gw_config *cfg)
     revoke_changed_accounts(srv, srv->users, users);
     auth_users_free(srv->users);
     srv->users = users;
+    auth_audit_set_syslog(srv->audit, cfg->audit_syslog);
     auth_throttle_set_params(srv->throttle_users, &cfg->auth.throttle);
     auth_throttle_set_params(srv->throttle_addrs, &cfg->auth.throttle);
     /* Nothing outlives a request but sessions, and sessions copy what they
