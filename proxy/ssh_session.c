@@ -320,6 +320,18 @@ static void advance(proxy_ssh *s)
     }
 }
 
+static void drive_packets(proxy_ssh *s)
+{
+    ssh_event ev = ssh_event_new();
+    if (!ev)
+        return;
+    if (ssh_event_add_session(ev, s->ssh) == SSH_OK) {
+        ssh_event_dopoll(ev, 0);
+        ssh_event_remove_session(ev, s->ssh);
+    }
+    ssh_event_free(ev);
+}
+
 static void flush_input(proxy_ssh *s)
 {
     while (s->in_len) {
@@ -373,6 +385,12 @@ static void pump(proxy_ssh *s)
     s->in_callback = false;
     if (s->st != ST_RUNNING)
         return;
+    /* After the VM's EOF, libssh's channel reads stop reading packets: the
+     * exit status and CLOSE that follow would sit unread on the socket
+     * (which then polls readable forever). One non-blocking round of
+     * libssh's own packet loop takes them in. */
+    if (ssh_channel_is_eof(s->ch) && !ssh_channel_is_closed(s->ch))
+        drive_packets(s);
     if (rounds == READS_PER_WAKEUP && !s->paused)
         uv_timer_start(&s->timer, on_timer, 0, 0);
     /* OpenSSH sends EOF, then the exit status, then CLOSE: end once the

@@ -1617,3 +1617,481 @@ def checked_gateway(testcase, config=None, start=True, cleanup=None, **kwargs):
     if start:
         gw.start()
     return gw
+
+
+# ---------------------------------------------------------------------------
+# The browser console's WebSocket (/ws/ssh): a small RFC 6455 client of our
+# own, used by test_ssh_console.py.
+#
+# Not python3-websocket: that library rejects close code 1013 ("try again
+# later", which the gateway sends when a cap is reached) as invalid, and
+# tests here need byte-level control (stop reading to fill the socket, send
+# oversized or out-of-order frames).
+
+import struct as _ws_struct  # noqa: E402
+from urllib.parse import quote as _ws_quote  # noqa: E402
+
+
+class WsRefused(Exception):
+    """The gateway answered the upgrade with something other than 101."""
+
+    def __init__(self, response):
+        super().__init__("upgrade refused: %d %s %r" % (
+            response.status, response.reason, response.body[:300]))
+        self.response = response
+        self.status = response.status
+
+
+class WsConsole:
+    """One /ws/ssh session as the browser console holds it.
+
+        c = WsConsole(gw, "linux01", cookie=alice.cookie).open()
+        c.connect(sshd.user, password=sshd.password)
+        c.type("echo hi\\r"); c.wait_output(b"hi")
+        c.resize(100, 30)
+        msg, code, reason = c.wait_end()
+
+    What the gateway sent is kept: `output` (bytearray of every binary
+    frame, in order), `messages` (every text frame, parsed JSON objects, or
+    the raw string when not JSON), `close_code` / `close_reason` (its close
+    frame), `eof` (the connection ended). Nothing is read unless a method
+    is called: a test that wants the gateway's buffers to fill simply stops
+    calling.
+
+    origin: the Origin header (default: the gateway's own; None: none).
+    """
+
+    DEFAULT = "default"
+    GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+    TEXT, BINARY, CLOSE, PING, PONG, CONT = 0x1, 0x2, 0x8, 0x9, 0xA, 0x0
+
+    def __init__(self, gateway, vm, cookie=None, token=None, origin=DEFAULT,
+                 path="/ws/ssh", query=None, timeout=10.0):
+        self.gw = gateway
+        self.vm = vm
+        self.cookie = cookie
+        self.token = token
+        self.origin = gateway.origin if origin == self.DEFAULT else origin
+        self.path = path
+        self.query = query
+        self.timeout = timeout
+        self.sock = None
+        self._buf = bytearray()
+        self._frag = None          # (opcode, bytearray) of a fragmented message
+        self.output = bytearray()
+        self.messages = []
+        self.close_code = None
+        self.close_reason = None
+        self.close_sent = False
+        self.eof = False
+        self.keys_sent = 0         # bytes of keystrokes sent (binary frames)
+        self.response_headers = []
+
+    # -- connection ------------------------------------------------------------
+
+    @property
+    def target(self):
+        if self.query is not None:
+            q = self.query
+        else:
+            q = "vm=" + _ws_quote(self.vm, safe="")
+        return self.path + ("?" + q if q else "")
+
+    def open(self, expect_ready=True):
+        """TLS, the upgrade, and (expect_ready) the gateway's first message
+        "ready: send connect". Raises WsRefused when the upgrade is refused.
+        Returns self."""
+        deadline = time.monotonic() + self.timeout
+        key = base64.b64encode(os.urandom(16)).decode()
+        lines = ["GET %s HTTP/1.1" % self.target,
+                 "Host: %s:%d" % (self.gw.host, self.gw.port),
+                 "Upgrade: websocket", "Connection: Upgrade",
+                 "Sec-WebSocket-Key: " + key, "Sec-WebSocket-Version: 13"]
+        if self.origin is not None:
+            lines.append("Origin: " + self.origin)
+        if self.cookie is not None:
+            lines.append("Cookie: %s=%s" % (SESSION_COOKIE, self.cookie))
+        if self.token is not None:
+            lines.append("Authorization: Bearer " + self.token)
+        self.sock = tls_connect(self.gw.host, self.gw.port, timeout=self.timeout)
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        while b"\r\n\r\n" not in self._buf:
+            if not self._fill(deadline):
+                raise ConnectionClosed("closed during the upgrade: %r"
+                                       % bytes(self._buf[:300]))
+        head, _, rest = bytes(self._buf).partition(b"\r\n\r\n")
+        self._buf = bytearray(rest)
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        parts = status_line.split(" ", 2)
+        status = int(parts[1])
+        headers = [tuple(s.strip() for s in h.split(":", 1))
+                   for h in header_lines if ":" in h]
+        self.response_headers = headers
+        if status != 101:
+            resp = Response(status, parts[2] if len(parts) > 2 else "",
+                            headers, b"")
+            length = int(resp.header("Content-Length") or -1)
+            while length < 0 or len(self._buf) < length:
+                try:
+                    if not self._fill(deadline):
+                        break
+                except (socket.timeout, OSError):
+                    break
+            resp.body = bytes(self._buf[:length] if length >= 0 else self._buf)
+            self._shutdown()
+            raise WsRefused(resp)
+        accept = dict((k.lower(), v) for k, v in headers).get("sec-websocket-accept")
+        want = base64.b64encode(hashlib.sha1(key.encode() + self.GUID).digest()).decode()
+        if accept != want:
+            self._shutdown()
+            raise AssertionError("bad Sec-WebSocket-Accept %r (want %r)" % (accept, want))
+        if expect_ready:
+            self.wait_message(type="status", timeout=self.timeout,
+                              match=lambda m: m.get("message") == "ready: send connect")
+        return self
+
+    def _fill(self, deadline):
+        """One recv into the buffer; False at EOF. socket.timeout at the
+        deadline."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise socket.timeout("deadline passed")
+        self.sock.settimeout(remaining)
+        try:
+            chunk = self.sock.recv(262144)
+        except (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError,
+                ssl.SSLZeroReturnError):
+            chunk = b""
+        if not chunk:
+            self.eof = True
+            return False
+        self._buf += chunk
+        return True
+
+    def _shutdown(self):
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.close()
+            self.sock = None
+
+    # -- frames ------------------------------------------------------------------
+
+    @staticmethod
+    def _mask(data, mask):
+        n = len(data)
+        if not n:
+            return b""
+        key = (mask * (n // 4 + 1))[:n]
+        return (int.from_bytes(data, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big")
+
+    def send_frame(self, opcode, payload, fin=True):
+        """One client frame (masked, as RFC 6455 requires)."""
+        if isinstance(payload, str):
+            payload = payload.encode("utf-8")
+        n = len(payload)
+        b0 = (0x80 if fin else 0) | opcode
+        if n < 126:
+            head = bytes([b0, 0x80 | n])
+        elif n < 65536:
+            head = bytes([b0, 0x80 | 126]) + _ws_struct.pack("!H", n)
+        else:
+            head = bytes([b0, 0x80 | 127]) + _ws_struct.pack("!Q", n)
+        mask = os.urandom(4)
+        self.sock.settimeout(self.timeout)
+        self.sock.sendall(head + mask + self._mask(payload, mask))
+
+    def _next_frame(self, deadline):
+        """(fin, opcode, payload) of the next frame, or None at EOF."""
+        while True:
+            b = self._buf
+            if len(b) >= 2:
+                n = b[1] & 0x7F
+                pos = 2
+                if n == 126 and len(b) >= 4:
+                    n = _ws_struct.unpack("!H", b[2:4])[0]
+                    pos = 4
+                elif n == 127 and len(b) >= 10:
+                    n = _ws_struct.unpack("!Q", b[2:10])[0]
+                    pos = 10
+                if b[1] & 0x80:
+                    raise AssertionError("the gateway sent a masked frame")
+                if (b[1] & 0x7F) < 126 or pos > 2:
+                    if len(b) >= pos + n:
+                        fin, opcode = bool(b[0] & 0x80), b[0] & 0x0F
+                        payload = bytes(b[pos:pos + n])
+                        del b[:pos + n]
+                        return fin, opcode, payload
+            if not self._fill(deadline):
+                return None
+
+    def recv_event(self, timeout=None):
+        """Reads one message or control frame and records it. Returns
+        ("text", obj), ("binary", bytes), ("close", code, reason),
+        ("ping"/"pong", data), ("eof",); socket.timeout when nothing
+        arrives in time."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            if self.eof or self.sock is None:
+                return ("eof",)
+            fr = self._next_frame(deadline)
+            if fr is None:
+                self._shutdown()
+                return ("eof",)
+            fin, opcode, payload = fr
+            if opcode == self.CLOSE:
+                code = _ws_struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+                self.close_code = code
+                self.close_reason = payload[2:].decode("utf-8", errors="replace")
+                if not self.close_sent:
+                    with contextlib.suppress(OSError):
+                        self.send_frame(self.CLOSE, payload[:2])
+                    self.close_sent = True
+                return ("close", code, self.close_reason)
+            if opcode == self.PING:
+                with contextlib.suppress(OSError):
+                    self.send_frame(self.PONG, payload)
+                return ("ping", payload)
+            if opcode == self.PONG:
+                return ("pong", payload)
+            if opcode == self.CONT:
+                if self._frag is None:
+                    raise AssertionError("continuation frame without a start")
+                self._frag[1].extend(payload)
+            elif opcode in (self.TEXT, self.BINARY):
+                if self._frag is not None:
+                    raise AssertionError("new message inside a fragmented one")
+                self._frag = (opcode, bytearray(payload))
+            else:
+                raise AssertionError("unknown opcode %d from the gateway" % opcode)
+            if not fin:
+                continue
+            opcode, data = self._frag[0], bytes(self._frag[1])
+            self._frag = None
+            if opcode == self.BINARY:
+                self.output += data
+                return ("binary", data)
+            text = data.decode("utf-8")
+            try:
+                obj = json.loads(text)
+            except ValueError:
+                obj = text
+            self.messages.append(obj)
+            return ("text", obj)
+
+    # -- waiting -----------------------------------------------------------------
+
+    def describe(self, tail=600):
+        return ("messages=%r close=%r %r eof=%s output(%d bytes, tail)=%r"
+                % (self.messages[-12:], self.close_code, self.close_reason,
+                   self.eof, len(self.output), bytes(self.output[-tail:])))
+
+    def wait(self, predicate, timeout=None, what="condition"):
+        """Reads until predicate() is true (returned). AssertionError at the
+        deadline or when the connection ends first, with what arrived."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            v = predicate()
+            if v:
+                return v
+            if self.close_code is not None or self.eof or self.sock is None:
+                raise AssertionError("connection ended before %s: %s"
+                                     % (what, self.describe()))
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError("timed out waiting for %s: %s"
+                                     % (what, self.describe()))
+            try:
+                self.recv_event(remaining)
+            except socket.timeout:
+                pass
+
+    def wait_message(self, type=None, match=None, since=0, timeout=None):
+        """The first text message (index >= since) of `type` for which
+        match(msg) is true."""
+        def find():
+            for m in self.messages[since:]:
+                if isinstance(m, dict) and (type is None or m.get("type") == type) \
+                        and (match is None or match(m)):
+                    return m
+            return None
+        return self.wait(find, timeout, "a %s message" % (type or "text"))
+
+    def wait_output(self, pattern, since=0, timeout=None):
+        """Waits until `pattern` (bytes, or a compiled bytes regex) appears in
+        output at or after `since`; returns the offset just past it."""
+        state = {"scan": since}
+
+        def find():
+            if isinstance(pattern, bytes):
+                i = self.output.find(pattern, state["scan"])
+                if i >= 0:
+                    return i + len(pattern)
+                state["scan"] = max(since, len(self.output) - len(pattern) + 1)
+                return None
+            m = pattern.search(self.output, since)
+            return m.end() if m else None
+        return self.wait(find, timeout, "output %r" % (pattern,))
+
+    # -- the protocol ------------------------------------------------------------
+
+    def send_json(self, obj):
+        self.send_frame(self.TEXT, json.dumps(obj))
+
+    def connect(self, username, password=None, private_key=None,
+                passphrase=None, cols=80, rows=24, wait=True, timeout=None,
+                **extra):
+        """Sends the connect message; with wait, waits for "connected" and
+        returns it (AssertionError with the gateway's words otherwise)."""
+        msg = {"type": "connect", "cols": cols, "rows": rows}
+        if username is not None:
+            msg["username"] = username
+        if password is not None:
+            msg["password"] = password
+        if private_key is not None:
+            msg["private_key"] = private_key
+        if passphrase is not None:
+            msg["passphrase"] = passphrase
+        msg.update(extra)
+        since = len(self.messages)
+        self.send_json(msg)
+        if not wait:
+            return None
+        return self.wait_message(
+            "status", match=lambda m: m.get("message") == "connected",
+            since=since, timeout=timeout or max(self.timeout, 20.0))
+
+    def type(self, keys):
+        """Keystrokes, as one binary frame."""
+        data = keys.encode() if isinstance(keys, str) else bytes(keys)
+        self.send_frame(self.BINARY, data)
+        self.keys_sent += len(data)
+
+    def resize(self, cols, rows):
+        self.send_json({"type": "resize", "cols": cols, "rows": rows})
+
+    def run(self, command, timeout=None):
+        """Types `command` and a marker echo at the shell, waits for the
+        marker, returns the output (bytes) from after the typed line to the
+        marker. The marker is written so that the terminal's echo of the
+        typed line does not contain it."""
+        tok = secrets.token_hex(4)
+        marker = ("@%s@" % tok).encode()
+        start = len(self.output)
+        self.type("%s; echo @%s''%s@\r" % (command, tok[:4], tok[4:]))
+        end = self.wait_output(marker, since=start, timeout=timeout)
+        return bytes(self.output[start:end - len(marker)])
+
+    def wait_end(self, timeout=None):
+        """Reads until the gateway's close frame (or EOF); returns (the last
+        "closed"/"error" message or None, close code, close reason)."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while self.close_code is None and not self.eof and self.sock is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError("no close from the gateway within the "
+                                     "deadline: %s" % self.describe())
+            try:
+                self.recv_event(remaining)
+            except socket.timeout:
+                pass
+        last = None
+        for m in self.messages:
+            if isinstance(m, dict) and m.get("type") in ("closed", "error"):
+                last = m
+        return last, self.close_code, self.close_reason
+
+    def close(self, code=1000, wait=2.0):
+        """Client-side close: a close frame, a short wait for the answer,
+        then the socket goes. Safe to call twice."""
+        if self.sock is None:
+            return
+        if not self.close_sent and self.close_code is None and not self.eof:
+            with contextlib.suppress(OSError):
+                self.send_frame(self.CLOSE, _ws_struct.pack("!H", code))
+            self.close_sent = True
+            deadline = time.monotonic() + wait
+            while self.close_code is None and not self.eof and self.sock is not None:
+                try:
+                    self.recv_event(max(0.01, deadline - time.monotonic()))
+                except (socket.timeout, OSError, AssertionError):
+                    break
+                if time.monotonic() >= deadline:
+                    break
+        self._shutdown()
+
+    def abort(self):
+        """Drops the TCP connection without a close frame."""
+        self._shutdown()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+def process_rss_kib(pid):
+    """VmRSS of a process, in KiB (from /proc/PID/status)."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS for pid %d" % pid)
+
+
+class SilentTcpServer:
+    """A TCP server on 127.0.0.1:<free port> that accepts connections and
+    never sends a byte (a VM whose port is open but whose service hangs).
+
+        with SilentTcpServer() as srv: ... srv.port ... srv.accepted
+    """
+
+    def __init__(self, host=LOOPBACK):
+        if not _is_loopback(host):
+            raise ValueError("tests use 127.0.0.0/8 only")
+        self.host = host
+        self.port = None
+        self.accepted = 0
+        self._lsock = None
+        self._conns = []
+        self._stop = threading.Event()
+        self._thread = None
+
+    def start(self):
+        self._lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._lsock.bind((self.host, 0))
+        self._lsock.listen(16)
+        self._lsock.settimeout(0.2)
+        self.port = self._lsock.getsockname()[1]
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._lsock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self._conns.append(conn)   # held open, never written to
+            self.accepted += 1
+
+    def close(self):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        for s in [self._lsock, *self._conns]:
+            if s is not None:
+                with contextlib.suppress(OSError):
+                    s.close()
+        self._conns = []
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
