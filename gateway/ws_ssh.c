@@ -58,7 +58,8 @@ struct gw_ws_session {
     size_t out_bytes;
     bool ssh_paused;
     bool rx_paused;
-    unsigned char *msg;
+    unsigned char *msg;  /* grows to the largest message, at most WS_MSG_MAX */
+    size_t msg_cap;
     size_t msg_len;
     bool msg_binary;
     char end_reason[160];
@@ -593,10 +594,23 @@ static int on_receive(gw_ws_session *ws, const void *in, size_t len)
         finish(ws, true, "message too large", -1, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE);
         return 0;
     }
-    if (!ws->msg) {
-        ws->msg = malloc(WS_MSG_MAX);
-        if (!ws->msg)
+    if (ws->msg_len + len > ws->msg_cap) {
+        /* Grow, wiping the old copy: it may hold a password. */
+        size_t cap = ws->msg_cap ? ws->msg_cap : 1024;
+        while (cap < ws->msg_len + len)
+            cap *= 2;
+        if (cap > WS_MSG_MAX)
+            cap = WS_MSG_MAX;
+        unsigned char *grown = malloc(cap);
+        if (!grown)
             return -1;
+        if (ws->msg) {
+            memcpy(grown, ws->msg, ws->msg_len);
+            OPENSSL_cleanse(ws->msg, ws->msg_cap);
+            free(ws->msg);
+        }
+        ws->msg = grown;
+        ws->msg_cap = cap;
     }
     if (len)
         memcpy(ws->msg + ws->msg_len, in, len);
@@ -667,7 +681,7 @@ static void release(gw_ws_session *ws)
     }
     ws->out_tail = NULL;
     if (ws->msg) {
-        OPENSSL_cleanse(ws->msg, WS_MSG_MAX);
+        OPENSSL_cleanse(ws->msg, ws->msg_cap);
         free(ws->msg);
         ws->msg = NULL;
     }
@@ -735,6 +749,10 @@ int gw_ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user
         if (ws)
             on_timer(ws);
         return 0;
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        /* The client answered the close frame we wrote ourselves; lws does
+         * not know we sent one and would send a second. Just close. */
+        return ws && ws->close_sent ? -1 : 0;
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
         /* lws hands the upgrade to the vhost's default protocol: us. */
         return gw_ws_on_confirm_upgrade(lws_context_user(lws_get_context(wsi)), wsi);

@@ -383,6 +383,11 @@ static void pump(proxy_ssh *s)
         rounds++;
     }
     s->in_callback = false;
+    /* Each read may pull packets off the socket for either stream: output
+     * that arrived during the stderr read sits in the stdout buffer with
+     * nothing left on the socket to wake us. Come back for it now. */
+    bool stranded = s->st == ST_RUNNING && !s->paused && rounds < READS_PER_WAKEUP &&
+                    (ssh_channel_poll(s->ch, 0) > 0 || ssh_channel_poll(s->ch, 1) > 0);
     if (s->st != ST_RUNNING)
         return;
     /* After the VM's EOF, libssh's channel reads stop reading packets: the
@@ -391,7 +396,7 @@ static void pump(proxy_ssh *s)
      * libssh's own packet loop takes them in. */
     if (ssh_channel_is_eof(s->ch) && !ssh_channel_is_closed(s->ch))
         drive_packets(s);
-    if (rounds == READS_PER_WAKEUP && !s->paused)
+    if ((rounds == READS_PER_WAKEUP || stranded) && !s->paused)
         uv_timer_start(&s->timer, on_timer, 0, 0);
     /* OpenSSH sends EOF, then the exit status, then CLOSE: end once the
      * channel is closed (or at EOF once the status is known) and nothing
@@ -432,7 +437,13 @@ static void on_poll(uv_poll_t *h, int st, int events)
             ssh_options_set(s->ssh, SSH_OPTIONS_USER, s->username) ||
             ssh_options_set(s->ssh, SSH_OPTIONS_PROCESS_CONFIG, &no) ||
             ssh_options_set(s->ssh, SSH_OPTIONS_LOG_VERBOSITY, &verbosity) ||
-            ssh_options_set(s->ssh, SSH_OPTIONS_TIMEOUT, &timeout)) {
+            ssh_options_set(s->ssh, SSH_OPTIONS_TIMEOUT, &timeout) ||
+            /* Host keys are ours to check: keep libssh away from
+             * known_hosts files and the user database (a blocking
+             * getpwuid on the loop, slow with LDAP). */
+            ssh_options_set(s->ssh, SSH_OPTIONS_SSH_DIR, "/nonexistent") ||
+            ssh_options_set(s->ssh, SSH_OPTIONS_KNOWNHOSTS, "/dev/null") ||
+            ssh_options_set(s->ssh, SSH_OPTIONS_GLOBAL_KNOWNHOSTS, "/dev/null")) {
             end(s, PROXY_END_PROTOCOL, "cannot set up the SSH client");
             return;
         }

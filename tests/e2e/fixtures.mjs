@@ -1,6 +1,7 @@
 // Fixtures for Postern's browser end-to-end tests: a real posternd on a free
-// loopback port, users made with the real `postern user` command, and
-// Debian's Chromium driven by playwright-core.
+// loopback port, users made with the real `postern user` command, a real
+// OpenSSH server standing for a Linux VM, and Debian's Chromium driven by
+// playwright-core.
 //
 // Binaries come from the environment, as for the Python integration tests:
 // POSTERND and POSTERN (or POSTERN_BUILD_DIR holding both). Without them the
@@ -327,6 +328,139 @@ function signalGroup(pid, sig) {
     if (err.code !== 'ESRCH') {
       throw err;
     }
+  }
+}
+
+// ---- an SSH server standing for a Linux VM ------------------------------------
+
+export const PYTHON = '/usr/bin/python3';
+const SSHD_HELPER = path.join(REPO_ROOT, 'tests', 'e2e', 'sshd_helper.py');
+
+// A real OpenSSH server on 127.0.0.1:<free port> for the postern-test
+// account, made by the integration tests' own fixture (postern_fixtures.Sshd,
+// through tests/e2e/sshd_helper.py): one way of creating the account and
+// its random password for both suites, safe when they run at once. Needs
+// root, /usr/sbin/sshd and ssh-keygen (skipped, or failed under
+// POSTERN_REQUIRE_ALL=1, without them).
+//
+// After start(): host, port, user, password, hostKeySha256, clientKey (an
+// unencrypted ed25519 private key file), clientKeyEncrypted and
+// clientKeyPassphrase (the same key under a passphrase), vmConfig(name).
+// stop() closes the helper's stdin: it stops sshd and releases the account.
+export class Sshd {
+  constructor() {
+    this.proc = null;
+    this.info = null;
+    this.exited = null;
+  }
+
+  get host() { return this.info.host; }
+  get port() { return this.info.port; }
+  get user() { return this.info.user; }
+  get password() { return this.info.password; }
+  get hostKeySha256() { return this.info.host_key_sha256; }
+  get clientKey() { return this.info.client_key; }
+  get clientKeyEncrypted() { return this.info.client_key_encrypted; }
+  get clientKeyPassphrase() { return this.info.client_key_passphrase; }
+
+  // A gateway `vms` entry for this server, its host key pinned.
+  vmConfig(name, more = {}) {
+    return {
+      name,
+      address: this.host,
+      ssh: { port: this.port, host_key_sha256: this.hostKeySha256 },
+      ...more,
+    };
+  }
+
+  logTail(lines = 30) {
+    try {
+      return fs.readFileSync(this.info.log, 'utf8').split('\n').slice(-lines).join('\n');
+    } catch {
+      return '';
+    }
+  }
+
+  // Resolves once sshd answers; the account's lock may make it wait for
+  // another suite's tests for a while.
+  async start(timeoutMs = START_TIMEOUT_MS + 60000) {
+    try {
+      fs.accessSync(PYTHON, fs.constants.X_OK);
+    } catch {
+      throw missingPrerequisite('needs ' + PYTHON);
+    }
+    this.proc = spawn(PYTHON, [SSHD_HELPER], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+      detached: true, // its own process group, as every fixture here
+      env: { ...process.env, PYTHONDONTWRITEBYTECODE: '1' },
+    });
+    this.proc.on('exit', (code, signal) => { this.exited = { code, signal }; });
+    this.proc.stdin.on('error', function () { /* gone: its exit tells */ });
+    let stderr = '';
+    this.proc.stderr.setEncoding('utf8');
+    this.proc.stderr.on('data', function (d) { stderr += d; });
+    this.proc.stdout.setEncoding('utf8');
+
+    const line = await new Promise((resolve, reject) => {
+      let buf = '';
+      const timer = setTimeout(function () {
+        reject(new Error('sshd_helper.py said nothing within ' + timeoutMs + ' ms\n' + stderr));
+      }, timeoutMs);
+      const onData = (d) => {
+        buf += d;
+        const nl = buf.indexOf('\n');
+        if (nl >= 0) {
+          clearTimeout(timer);
+          this.proc.stdout.off('data', onData);
+          this.proc.stdout.resume(); // nothing more is expected; never let it block
+          resolve(buf.slice(0, nl));
+        }
+      };
+      this.proc.stdout.on('data', onData);
+      this.proc.on('exit', function (code) {
+        clearTimeout(timer);
+        reject(new Error('sshd_helper.py exited ' + code + ' before starting sshd\n' + stderr));
+      });
+      this.proc.on('error', function (err) { clearTimeout(timer); reject(err); });
+    });
+    const info = JSON.parse(line);
+    if (info.skip || info.error) {
+      await this.stop();
+      if (info.skip) {
+        throw missingPrerequisite(info.skip);
+      }
+      throw new Error('sshd_helper.py: ' + info.error + '\n' + stderr);
+    }
+    this.info = info;
+    return this;
+  }
+
+  // Ends the helper (which stops sshd and releases the account): its stdin
+  // closed, then SIGTERM, then SIGKILL to its group. Resolves to its exit.
+  async stop(timeoutMs = 20000) {
+    if (this.proc && !this.exited) {
+      const exited = once(this.proc, 'exit');
+      this.proc.stdin.end();
+      if (await exitsWithin(exited, timeoutMs) === 'late') {
+        signalGroup(this.proc.pid, 'SIGTERM');
+        if (await exitsWithin(exited, 5000) === 'late') {
+          signalGroup(this.proc.pid, 'SIGKILL');
+          await exited;
+        }
+      }
+    }
+    return this.exited;
+  }
+}
+
+// Resolves to 'late' when the promise `exited` has not settled within ms.
+async function exitsWithin(exited, ms) {
+  let timer;
+  const late = new Promise(function (resolve) { timer = setTimeout(resolve, ms, 'late'); });
+  try {
+    return await Promise.race([exited, late]);
+  } finally {
+    clearTimeout(timer); // a pending timer would keep node alive
   }
 }
 
