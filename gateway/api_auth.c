@@ -329,8 +329,11 @@ out:
 
 static int api_logout(gw_server *srv, struct lws *wsi, gw_http_conn *conn, gw_identity *id)
 {
-    if (id->via_cookie)
+    if (id->via_cookie) {
         auth_session_delete(srv->store, id->session_id);
+        /* The consoles opened on this login end with it. */
+        gw_sessions_terminate_login(&srv->sessions, id->session_id, "you logged out");
+    }
     char addr[64];
     gw_peer_address(wsi, addr, sizeof(addr));
     audit(srv, "logout", json_pack("{s:s,s:s}", "user", id->user, "source", addr));

@@ -31,6 +31,7 @@ static int identify_cookie(gw_server *srv, struct lws *wsi, gw_identity *id)
         id->via_cookie = true;
         id->mfa = s.mfa;
         id->allowed_actions = ~0u;
+        id->expires = s.created + a->session_max_seconds;
     }
     OPENSSL_cleanse(value, sizeof(value));
     return rc;
@@ -53,6 +54,7 @@ static int identify_bearer(gw_server *srv, struct lws *wsi, gw_identity *id)
             id->via_token = true;
             id->mfa = true; /* minting the token required the session's factors */
             id->allowed_actions = t.actions ? t.actions : ~0u;
+            id->expires = t.expires;
         }
     }
     OPENSSL_cleanse(value, sizeof(value));

@@ -66,6 +66,7 @@ typedef struct {
     bool via_token;
     bool mfa;
     unsigned allowed_actions;   /* a token's restriction; ~0u for sessions */
+    int64_t expires;            /* when the login session or token ends */
     char session_id[AUTH_SESSION_ID_LEN + 1];
     char token_id[AUTH_TOKEN_ID_LEN + 1];
 } gw_identity;

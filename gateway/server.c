@@ -606,6 +606,9 @@ static void revoke_changed_accounts(gw_server *srv, const auth_users *old_users,
             continue;
         int a = auth_session_delete_user(srv->store, was->name);
         int b = auth_token_revoke_user(srv->store, was->name);
+        /* Live consoles stand on those credentials too. */
+        gw_sessions_terminate_user(&srv->sessions, was->name,
+                                   "your account was changed or disabled: log in again");
         json_t *f = json_pack("{s:s,s:s}", "user", was->name, "reason", why);
         auth_audit_write(srv->audit, "credentials.revoked", f);
         json_decref(f);

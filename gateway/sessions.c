@@ -71,15 +71,34 @@ void gw_sessions_remove(gw_sessions *reg, gw_session_entry *e)
     reg->count--;
 }
 
-void gw_sessions_terminate_all(gw_sessions *reg, const char *reason)
+static void terminate_matching(gw_sessions *reg, const char *user, const char *login,
+                               const char *reason)
 {
     gw_session_entry *e = reg->head;
     while (e) {
         gw_session_entry *next = e->next; /* terminate unlinks e */
-        if (e->terminate)
-            e->terminate(e, reason);
-        else
-            gw_sessions_remove(reg, e);
+        if ((!user || strcmp(e->user, user) == 0) &&
+            (!login || (e->login[0] && strcmp(e->login, login) == 0))) {
+            if (e->terminate)
+                e->terminate(e, reason);
+            else
+                gw_sessions_remove(reg, e);
+        }
         e = next;
     }
+}
+
+void gw_sessions_terminate_all(gw_sessions *reg, const char *reason)
+{
+    terminate_matching(reg, NULL, NULL, reason);
+}
+
+void gw_sessions_terminate_user(gw_sessions *reg, const char *user, const char *reason)
+{
+    terminate_matching(reg, user, NULL, reason);
+}
+
+void gw_sessions_terminate_login(gw_sessions *reg, const char *login, const char *reason)
+{
+    terminate_matching(reg, NULL, login, reason);
 }

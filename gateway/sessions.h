@@ -18,6 +18,7 @@ typedef struct gw_session_entry {
     char user[AUTH_NAME_MAX + 1];
     char vm[GW_NAME_MAX + 1];
     char source[64];
+    char login[AUTH_SESSION_ID_LEN + 1]; /* the login session it was opened on, or "" */
     gw_proto proto;
     int64_t started;             /* seconds since the epoch */
     uint64_t bytes_in;           /* client -> VM */
@@ -39,8 +40,12 @@ int gw_sessions_add(gw_sessions *reg, const gw_config *cfg, const gw_vm *vm,
                     gw_session_entry *e, char *why, size_t whylen);
 void gw_sessions_remove(gw_sessions *reg, gw_session_entry *e);
 
-/* Calls terminate on every entry (each removes itself). */
+/* Calls terminate on every entry (each removes itself); _user only on
+ * those of one user. */
 void gw_sessions_terminate_all(gw_sessions *reg, const char *reason);
+void gw_sessions_terminate_user(gw_sessions *reg, const char *user, const char *reason);
+/* Those opened on one login session (logout). */
+void gw_sessions_terminate_login(gw_sessions *reg, const char *login, const char *reason);
 
 unsigned gw_sessions_count_vm(const gw_sessions *reg, const char *vm);
 unsigned gw_sessions_count_user(const gw_sessions *reg, const char *user);

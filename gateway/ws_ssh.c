@@ -392,6 +392,7 @@ static void handle_connect(gw_ws_session *ws, json_t *msg)
     snprintf(ws->entry.source, sizeof(ws->entry.source), "%s", ws->req->source);
     ws->entry.proto = GW_PROTO_SSH;
     ws->entry.terminate = terminate_entry;
+    memcpy(ws->entry.login, ws->req->id.session_id, sizeof(ws->entry.login));
     if (gw_sessions_add(&srv->sessions, srv->cfg, vm, &ws->entry, why, sizeof(why)) != 0) {
         audit(ws, "access.denied",
               json_pack("{s:s,s:s,s:s,s:s,s:s}", "user", ws->req->id.user, "action",
@@ -441,6 +442,12 @@ static void handle_connect(gw_ws_session *ws, json_t *msg)
     ws->started_ms = ws->last_input_ms = uv_now(srv->loop);
     ws->idle_s = srv->cfg->limits.idle_timeout_seconds;
     ws->max_s = srv->cfg->limits.max_session_seconds;
+    /* A console ends no later than the login (or token) it was opened on. */
+    int64_t login_left = ws->req->id.expires - now_s();
+    if (login_left < 1)
+        login_left = 1;
+    if (ws->max_s == 0 || login_left < ws->max_s)
+        ws->max_s = (int)(login_left < INT32_MAX ? login_left : INT32_MAX);
     arm_timeouts(ws);
     log_event(LOG_INFO, "session.start", "sid=%s user=%s vm=%s source=%s", ws->entry.id,
               ws->entry.user, vm->name, log_q(ws->req->source));

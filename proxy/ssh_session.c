@@ -364,8 +364,11 @@ static void pump(proxy_ssh *s)
     int rounds = 0;
     while (s->st == ST_RUNNING && !s->paused && rounds < READS_PER_WAKEUP) {
         int got = 0;
-        for (int is_stderr = 0; is_stderr <= 1 && s->st == ST_RUNNING && !s->paused;
-             is_stderr++) {
+        /* stderr first: a read may pull the next packets off the socket,
+         * and stdout (the busy stream under a pty) then comes out in this
+         * same round instead of waiting in libssh for a wakeup. */
+        for (int is_stderr = 1; is_stderr >= 0 && s->st == ST_RUNNING && !s->paused;
+             is_stderr--) {
             int n = ssh_channel_read_nonblocking(s->ch, buf, sizeof(buf), is_stderr);
             if (n == SSH_ERROR) {
                 s->in_callback = false;

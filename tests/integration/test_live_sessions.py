@@ -40,6 +40,91 @@ def read_until(ws, predicate, timeout=15.0):
     raise AssertionError("condition not met; frames: %r" % frames[-5:])
 
 
+class ConsoleLifetimeTest(unittest.TestCase):
+    """A console lives no longer than what it was opened on: the login
+    session (logout, absolute expiry) and the account (disabled); and the
+    gateway-held key logs in only for ssh-admin-login."""
+
+    def setUp(self):
+        self.sshd = pf.Sshd.started(self)
+        tmp = pf.TempDir()
+        path = tmp.__enter__()
+        self.addCleanup(tmp.__exit__, None, None, None)
+        self.users_path = os.path.join(path, "users.jsonl")
+        users = pf.UsersFile(self.users_path)
+        users.add("alice", PASSWORD, roles=("ops",))
+        users.add("root-ish", PASSWORD, roles=("admins",))
+        self.users = users
+        injected = self.sshd.vm_config("keyed")
+        injected["ssh"]["key_file"] = self.sshd.client_key
+        injected["ssh"]["username"] = self.sshd.user
+        self.gw = pf.Gateway.started(self, {
+            "users_file": self.users_path,
+            "roles": {"ops": {"vms": ["*"], "actions": ["ssh-login"]},
+                      "admins": {"vms": ["keyed"], "actions": ["ssh-admin-login"]}},
+            "vms": [self.sshd.vm_config("web01"), injected],
+            "auth": {"session_max_seconds": 12},
+        })
+
+    def login(self, user):
+        api = pf.ApiClient(self.gw)
+        self.assertEqual(api.login(user, PASSWORD).status, 200)
+        return api
+
+    def shell(self, api, vm="web01", creds=True):
+        ws, first = open_console(self.gw, api, vm)
+        self.addCleanup(ws.close)
+        self.assertEqual(first.get("type"), "status", first)
+        msg = {"type": "connect", "cols": 80, "rows": 24}
+        if creds:
+            msg.update(username=self.sshd.user, password=self.sshd.password)
+        ws.send(json.dumps(msg))
+        return ws
+
+    def wait_text(self, ws, pattern, timeout=20.0):
+        frames = read_until(ws, lambda op, d: op == websocket.ABNF.OPCODE_TEXT and
+                            __import__("re").search(pattern, json.loads(d).get("message", "")),
+                            timeout=timeout)
+        return json.loads(frames[-1][1])
+
+    def test_logout_ends_the_consoles_of_that_login_only(self):
+        a1, a2 = self.login("alice"), self.login("alice")
+        ws1, ws2 = self.shell(a1), self.shell(a2)
+        self.wait_text(ws1, "^connected$")
+        self.wait_text(ws2, "^connected$")
+        self.assertEqual(a1.logout().status, 200)
+        self.assertIn("logged out", self.wait_text(ws1, "logged out")["message"])
+        marker = "other-login-%d" % os.getpid()
+        ws2.send_binary(("echo %s\n" % marker).encode())
+        read_until(ws2, lambda op, d: op == websocket.ABNF.OPCODE_BINARY
+                   and marker.encode() + b"\r\n" in d)
+
+    def test_console_ends_with_its_login_session(self):
+        api = self.login("alice")
+        ws = self.shell(api)
+        self.wait_text(ws, "^connected$")
+        # session_max_seconds is 12: the console is warned, then cut.
+        self.wait_text(ws, "maximum duration", timeout=25)
+
+    def test_disabling_the_account_ends_its_consoles(self):
+        ws = self.shell(self.login("alice"))
+        self.wait_text(ws, "^connected$")
+        self.users.disable("alice")
+        self.gw.reload()
+        self.assertIn("disabled", self.wait_text(ws, "disabled")["message"])
+
+    def test_gateway_held_key_needs_admin_login(self):
+        ws = self.shell(self.login("root-ish"), vm="keyed", creds=False)
+        self.wait_text(ws, "^connected$")
+        ws.send_binary(b"echo injected-$((40+2))\n")
+        read_until(ws, lambda op, d: op == websocket.ABNF.OPCODE_BINARY and b"injected-42" in d)
+        # A user with ssh-login only may not borrow the gateway's key, and
+        # on a VM without one the user must bring credentials.
+        ws2 = self.shell(self.login("alice"), vm="web01", creds=False)
+        self.assertRegex(self.wait_text(ws2, "may not|give a password")["message"],
+                         "may not|give a password")
+
+
 class DrainTest(unittest.TestCase):
     def setUp(self):
         self.sshd = pf.Sshd.started(self)
