@@ -593,8 +593,14 @@ int proxy_ssh_write(proxy_ssh *s, const void *buf, size_t len)
     }
     memcpy(s->in_buf + s->in_len, buf, len);
     s->in_len += len;
-    if (s->st == ST_RUNNING && !s->in_callback)
+    if (s->st == ST_RUNNING && !s->in_callback) {
         flush_input(s);
+        /* Writing may make libssh take in packets from the socket (window
+         * adjusts, and with them the echo of an earlier key): those wait
+         * in its buffers with nothing to wake us. Look at once. */
+        if (s->st == ST_RUNNING && !s->paused)
+            uv_timer_start(&s->timer, on_timer, 0, 0);
+    }
     if (s->st == ST_RUNNING)
         arm(s);
     if (s->in_len > PROXY_SSH_INPUT_MAX) {
