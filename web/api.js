@@ -89,3 +89,18 @@ function retryAfter(res, data) {
   const h = Number.parseInt(res.headers.get('Retry-After') || '', 10);
   return Number.isFinite(h) && h >= 0 ? h : null;
 }
+
+// Shows text in a message element with a kind (error, info, ok). The same
+// words again are cleared first so that screen readers announce them again.
+export function setMessage(el, text, kind) {
+  el.classList.remove('message-error', 'message-info', 'message-ok');
+  if (kind) {
+    el.classList.add('message-' + kind);
+  }
+  if (text && el.textContent === text) {
+    el.textContent = '';
+    requestAnimationFrame(function () { el.textContent = text; });
+    return;
+  }
+  el.textContent = text || '';
+}

@@ -4,7 +4,7 @@
 // `hidden` attribute. Everything the server sends is put into the page with
 // textContent, never parsed as HTML. Loaded as a module from /app.js: the
 // CSP (script-src 'self') forbids inline scripts.
-import { api } from '/api.js';
+import { api, setMessage } from '/api.js';
 
 const HEALTH_INTERVAL_MS = 30000;
 const REFRESH_MIN_MS = 30000;   // re-check the session on return at most this often
@@ -55,21 +55,6 @@ const state = {
 };
 
 // ---- small helpers -----------------------------------------------------
-
-function setMessage(el, text, kind) {
-  el.classList.remove('message-error', 'message-info', 'message-ok');
-  if (kind) {
-    el.classList.add('message-' + kind);
-  }
-  if (text && el.textContent === text) {
-    // The same words again (a second wrong password): clear first so that
-    // screen readers announce them again.
-    el.textContent = '';
-    requestAnimationFrame(function () { el.textContent = text; });
-    return;
-  }
-  el.textContent = text || '';
-}
 
 function plural(n, one, many) {
   return n + ' ' + (n === 1 ? one : many);

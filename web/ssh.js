@@ -19,7 +19,7 @@
 // connected. Submitting it takes the secrets out of the form at once; they
 // live only in the connect message's closure until it is sent. Everything
 // the gateway says is shown with textContent.
-import { api, sentence } from '/api.js';
+import { api, sentence, setMessage } from '/api.js';
 
 const KEY_MAX_BYTES = 32 * 1024;  // the gateway takes messages up to 64 KiB
 const READY = 'ready: send connect';
@@ -121,20 +121,6 @@ let fit = null;
 const encoder = new TextEncoder();
 
 // ---- small helpers -----------------------------------------------------
-
-function setMessage(el, text, kind) {
-  el.classList.remove('message-error', 'message-info', 'message-ok');
-  if (kind) {
-    el.classList.add('message-' + kind);
-  }
-  if (text && el.textContent === text) {
-    // The same words again: clear first so that screen readers repeat them.
-    el.textContent = '';
-    requestAnimationFrame(function () { el.textContent = text; });
-    return;
-  }
-  el.textContent = text || '';
-}
 
 // The status line: words, and a dot for the state (pending, ok, error, off).
 function setStatus(text, kind) {

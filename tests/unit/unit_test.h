@@ -10,7 +10,19 @@
 
 #include <cmocka.h>
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+/* Makes a fresh directory "$TMPDIR/postern-ut-TAG-XXXXXX" into out (size n).
+ * Returns out, or NULL when it cannot. The test removes it. */
+static inline char *unit_tmpdir(char *out, size_t n, const char *tag)
+{
+    const char *tmp = getenv("TMPDIR");
+    if ((size_t)snprintf(out, n, "%s/postern-ut-%s-XXXXXX", tmp && *tmp ? tmp : "/tmp", tag) >= n)
+        return NULL;
+    return mkdtemp(out);
+}
 
 /* cmocka has no string-containment assertions; these print both strings
  * on failure, which is what one needs to read an error-message test. */

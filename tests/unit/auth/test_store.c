@@ -36,9 +36,7 @@ static int tmp_setup(void **state)
     fixture *f = calloc(1, sizeof(*f));
     if (!f)
         return -1;
-    const char *tmp = getenv("TMPDIR");
-    snprintf(f->root, sizeof(f->root), "%s/postern-ut-store-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(f->root)) {
+    if (!unit_tmpdir(f->root, sizeof(f->root), "store")) {
         free(f);
         return -1;
     }

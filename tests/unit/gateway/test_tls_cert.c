@@ -35,9 +35,7 @@ static int tmp_setup(void **state)
     fixture *f = calloc(1, sizeof(*f));
     if (!f)
         return -1;
-    const char *tmp = getenv("TMPDIR");
-    snprintf(f->root, sizeof(f->root), "%s/postern-ut-tls-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(f->root)) {
+    if (!unit_tmpdir(f->root, sizeof(f->root), "tls")) {
         free(f);
         return -1;
     }
