@@ -16,16 +16,21 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/crypto.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* Output read per wakeup: bounded so one busy session cannot starve the
- * loop; the rest waits for the next round. */
+/* Work per wakeup is bounded so one busy session cannot starve the loop:
+ * libssh reads at most 4 KiB of the socket per round of its packet loop,
+ * and the rest waits for the next wakeup (the poll is level-triggered). */
+#define ROUNDS_PER_WAKEUP 16
+/* A round that delivered less than this drained the socket: stop there
+ * rather than pay one more poll(2) to learn that nothing is left. */
+#define ROUND_FULL 2048
 #define READ_CHUNK 16384
-#define READS_PER_WAKEUP 8
 
 typedef enum {
     ST_RESOLVING,
@@ -50,13 +55,14 @@ struct proxy_ssh {
     uv_poll_t poll;
     bool poll_open;
     int poll_events;
-    uv_timer_t timer; /* connect timeout; later the "pump again" kick */
+    uv_timer_t timer; /* connect timeout; once running, a "come back" kick */
     bool timer_open;
     int handles_closing;
     bool closing;
     int fd;
 
     ssh_session ssh;
+    ssh_event event; /* libssh's packet loop over this one session */
     ssh_channel ch;
     ssh_key key;
     struct ssh_channel_callbacks_struct ch_cb;
@@ -74,7 +80,9 @@ struct proxy_ssh {
     int cols, rows;
     bool resize_pending;
     bool paused;
-    bool in_callback; /* guards against re-entrant pumping */
+    unsigned busy;        /* inside libssh: its callbacks may call us back */
+    bool close_deferred;  /* proxy_ssh_close() came while busy */
+    size_t round_bytes;   /* channel bytes delivered in this round */
 
     char *in_buf; /* keystrokes not yet taken by the channel */
     size_t in_len, in_cap;
@@ -111,7 +119,11 @@ static void drop_secrets(proxy_ssh *s)
     }
 }
 
-static void pump(proxy_ssh *s);
+static void run(proxy_ssh *s);
+static bool enter_running(proxy_ssh *s);
+static bool drain_held(proxy_ssh *s);
+static int on_channel_data(ssh_session session, ssh_channel channel, void *data, uint32_t len,
+                           int is_stderr, void *userdata);
 static void on_timer(uv_timer_t *t);
 
 static void end(proxy_ssh *s, proxy_end why, const char *detail)
@@ -131,9 +143,13 @@ static void end(proxy_ssh *s, proxy_end why, const char *detail)
 
 static void on_poll(uv_poll_t *h, int status, int events);
 
-/* Watches the socket for what libssh waits for: always input, output when
- * libssh has bytes queued. Paused sessions stop watching input so that
- * the kernel buffers and then the SSH window fill up. */
+/* Watches the socket for what libssh waits for: input, and output while
+ * libssh holds bytes the kernel did not take. Paused sessions stop
+ * watching input so that the kernel buffers and then the SSH window fill
+ * up (unless keystrokes wait for a window adjust). Every change costs
+ * epoll_ctl calls, so a running session asks for output only when bytes
+ * are really queued: libssh's own poll flags say "writable wanted" after
+ * every send, even a complete one. */
 static void arm(proxy_ssh *s)
 {
     if (!s->poll_open || s->st == ST_ENDED)
@@ -141,13 +157,15 @@ static void arm(proxy_ssh *s)
     int ev = 0;
     if (s->st == ST_TCP) {
         ev = UV_WRITABLE;
-    } else {
-        if (!(s->st == ST_RUNNING && s->paused))
+    } else if (s->st == ST_RUNNING) {
+        if (!s->paused || s->in_len)
             ev |= UV_READABLE;
+        if (ssh_get_status(s->ssh) & SSH_WRITE_PENDING)
+            ev |= UV_WRITABLE;
+    } else {
+        ev |= UV_READABLE;
         if (s->ssh && (ssh_get_poll_flags(s->ssh) & SSH_WRITE_PENDING))
             ev |= UV_WRITABLE;
-        if (s->st == ST_RUNNING && s->in_len && !(ev & UV_READABLE))
-            ev |= UV_READABLE; /* a window adjust may free our writes */
     }
     if (ev == s->poll_events)
         return;
@@ -272,6 +290,7 @@ static void advance(proxy_ssh *s)
                 memset(&s->ch_cb, 0, sizeof(s->ch_cb));
                 s->ch_cb.userdata = s;
                 s->ch_cb.channel_exit_status_function = on_exit_status;
+                s->ch_cb.channel_data_function = on_channel_data;
                 ssh_callbacks_init(&s->ch_cb);
                 ssh_set_channel_callbacks(s->ch, &s->ch_cb);
             }
@@ -303,7 +322,8 @@ static void advance(proxy_ssh *s)
                 end(s, PROXY_END_PROTOCOL, "the VM refused a shell");
                 return;
             }
-            s->st = ST_RUNNING;
+            if (!enter_running(s))
+                return;
             uv_timer_stop(&s->timer);
             if (s->cb.on_ready)
                 s->cb.on_ready(s->ud);
@@ -313,6 +333,9 @@ static void advance(proxy_ssh *s)
                 s->resize_pending = false;
                 ssh_channel_change_pty_size(s->ch, s->cols, s->rows);
             }
+            /* Output that came with the shell's reply waits in libssh. */
+            if (drain_held(s))
+                uv_timer_start(&s->timer, on_timer, 0, 0);
             return;
         default:
             return;
@@ -320,23 +343,64 @@ static void advance(proxy_ssh *s)
     }
 }
 
-static void drive_packets(proxy_ssh *s)
+/* ---- the running session ------------------------------------------------
+ *
+ * Output arrives through libssh's channel data callback, which runs
+ * whichever libssh call takes a packet off the socket (our packet loop, or
+ * a write waiting for window): bytes are handed on at once and never left
+ * in libssh's buffers with nothing to wake us. While paused the callback
+ * takes nothing: libssh keeps the bytes and, past its window limit, stops
+ * granting the VM more window, so the VM's sshd waits. */
+
+static bool socket_writable(int fd)
 {
-    ssh_event ev = ssh_event_new();
-    if (!ev)
-        return;
-    if (ssh_event_add_session(ev, s->ssh) == SSH_OK) {
-        ssh_event_dopoll(ev, 0);
-        ssh_event_remove_session(ev, s->ssh);
-    }
-    ssh_event_free(ev);
+    struct pollfd p = {.fd = fd, .events = POLLOUT};
+    return poll(&p, 1, 0) == 1 && (p.revents & POLLOUT);
+}
+
+/* One round of libssh's packet loop without waiting: reads what the
+ * socket holds, sends what libssh queued, runs the callbacks. */
+static int packet_round(proxy_ssh *s)
+{
+    s->round_bytes = 0;
+    s->busy++;
+    int rc = ssh_event_dopoll(s->event, 0);
+    s->busy--;
+    return rc;
+}
+
+static int on_channel_data(ssh_session session, ssh_channel channel, void *data, uint32_t len,
+                           int is_stderr, void *userdata)
+{
+    proxy_ssh *s = userdata;
+    (void)session;
+    (void)channel;
+    (void)is_stderr;
+    if (s->st == ST_ENDED || s->close_deferred)
+        return (int)len; /* ending: nobody to give it to */
+    if (s->st != ST_RUNNING || s->paused)
+        return 0; /* held by libssh until drain_held() */
+    s->round_bytes += len;
+    if (s->cb.on_data)
+        s->cb.on_data(s->ud, data, len);
+    return (int)len;
 }
 
 static void flush_input(proxy_ssh *s)
 {
-    while (s->in_len) {
+    if (!s->in_len)
+        return;
+    /* libssh sends only after its own poll saw the socket writable, and
+     * forgets that after every send: each keystroke would wait a loop turn
+     * (and two epoll_ctl) for a POLLOUT wakeup. Tell it when the kernel
+     * has room; a send that fails with EAGAIN would be fatal to libssh. */
+    if (!(ssh_get_status(s->ssh) & SSH_WRITE_PENDING) && socket_writable(s->fd))
+        ssh_set_fd_towrite(s->ssh);
+    s->busy++;
+    while (s->in_len && s->st == ST_RUNNING) {
         int n = ssh_channel_write(s->ch, s->in_buf, (uint32_t)s->in_len);
         if (n == SSH_ERROR) {
+            s->busy--;
             end(s, PROXY_END_PROTOCOL, ssh_get_error(s->ssh));
             return;
         }
@@ -345,6 +409,7 @@ static void flush_input(proxy_ssh *s)
         memmove(s->in_buf, s->in_buf + n, s->in_len - (size_t)n);
         s->in_len -= (size_t)n;
     }
+    s->busy--;
     if (s->input_full && s->in_len < PROXY_SSH_INPUT_MAX / 2) {
         s->input_full = false;
         if (s->cb.on_writable)
@@ -352,71 +417,109 @@ static void flush_input(proxy_ssh *s)
     }
 }
 
-/* Moves bytes both ways until nothing is ready, the session pauses, or
- * the per-wakeup budget is spent (then a kick brings us back). */
-static void pump(proxy_ssh *s)
+/* Output libssh kept while we were paused: read it out now, a bounded
+ * amount per call (a kick brings us back for the rest). True when some
+ * is left. */
+static bool drain_held(proxy_ssh *s)
 {
-    if (s->st != ST_RUNNING || s->in_callback)
-        return;
-    s->in_callback = true;
-    flush_input(s);
     char buf[READ_CHUNK];
-    int rounds = 0;
-    while (s->st == ST_RUNNING && !s->paused && rounds < READS_PER_WAKEUP) {
-        int got = 0;
-        /* stderr first: a read may pull the next packets off the socket,
-         * and stdout (the busy stream under a pty) then comes out in this
-         * same round instead of waiting in libssh for a wakeup. */
-        for (int is_stderr = 1; is_stderr >= 0 && s->st == ST_RUNNING && !s->paused;
-             is_stderr--) {
+    bool more = true;
+    s->busy++;
+    for (int round = 0; round < ROUNDS_PER_WAKEUP && more; round++) {
+        more = false;
+        for (int is_stderr = 0; is_stderr <= 1; is_stderr++) {
+            if (s->st != ST_RUNNING || s->paused || s->close_deferred)
+                break;
+            if (ssh_channel_poll(s->ch, is_stderr) <= 0)
+                continue;
             int n = ssh_channel_read_nonblocking(s->ch, buf, sizeof(buf), is_stderr);
-            if (n == SSH_ERROR) {
-                s->in_callback = false;
-                end(s, PROXY_END_PROTOCOL, ssh_get_error(s->ssh));
-                return;
-            }
             if (n > 0) {
-                got += n;
+                more = true;
                 if (s->cb.on_data)
                     s->cb.on_data(s->ud, buf, (size_t)n);
             }
         }
-        if (!got)
-            break;
-        rounds++;
     }
-    s->in_callback = false;
-    /* Each read may pull packets off the socket for either stream: output
-     * that arrived during the stderr read sits in the stdout buffer with
-     * nothing left on the socket to wake us. Come back for it now. */
-    bool stranded = s->st == ST_RUNNING && !s->paused && rounds < READS_PER_WAKEUP &&
-                    (ssh_channel_poll(s->ch, 0) > 0 || ssh_channel_poll(s->ch, 1) > 0);
+    s->busy--;
+    return more && s->st == ST_RUNNING && !s->paused && !s->close_deferred;
+}
+
+/* OpenSSH sends EOF, then the exit status, then CLOSE: the session is over
+ * once the channel is closed (or at EOF with the status known) and nothing
+ * it sent is still held for a paused reader. */
+static bool finished(proxy_ssh *s)
+{
+    if (!ssh_channel_is_closed(s->ch) &&
+        !(ssh_channel_is_eof(s->ch) && s->exit_status >= 0))
+        return false;
+    return ssh_channel_poll(s->ch, 0) <= 0 && ssh_channel_poll(s->ch, 1) <= 0;
+}
+
+/* The shell is up: from now on libssh's packet loop runs on our wakeups. */
+static bool enter_running(proxy_ssh *s)
+{
+    /* libssh makes a socket it was handed blocking once connected; a send
+     * into a full kernel buffer would then stop the whole loop. Ours stays
+     * non-blocking: libssh sends only after poll said there is room, and
+     * keeps what the kernel did not take. */
+    int fl = fcntl(s->fd, F_GETFL);
+    if (fl < 0 || (!(fl & O_NONBLOCK) && fcntl(s->fd, F_SETFL, fl | O_NONBLOCK) != 0)) {
+        end(s, PROXY_END_LOCAL, strerror(errno));
+        return false;
+    }
+    s->event = ssh_event_new();
+    if (!s->event || ssh_event_add_session(s->event, s->ssh) != SSH_OK) {
+        end(s, PROXY_END_LOCAL, "cannot start the SSH event loop");
+        return false;
+    }
+    s->st = ST_RUNNING;
+    return true;
+}
+
+/* Runs the session after a wakeup: packets in and out, then keystrokes
+ * that were waiting for window, then the end check. */
+static void run(proxy_ssh *s)
+{
     if (s->st != ST_RUNNING)
         return;
-    /* After the VM's EOF, libssh's channel reads stop reading packets: the
-     * exit status and CLOSE that follow would sit unread on the socket
-     * (which then polls readable forever). One non-blocking round of
-     * libssh's own packet loop takes them in. */
-    if (ssh_channel_is_eof(s->ch) && !ssh_channel_is_closed(s->ch))
-        drive_packets(s);
-    if ((rounds == READS_PER_WAKEUP || stranded) && !s->paused)
-        uv_timer_start(&s->timer, on_timer, 0, 0);
-    /* OpenSSH sends EOF, then the exit status, then CLOSE: end once the
-     * channel is closed (or at EOF once the status is known) and nothing
-     * is left to read. */
-    if (!s->paused &&
-        (ssh_channel_is_closed(s->ch) || (ssh_channel_is_eof(s->ch) && s->exit_status >= 0)) &&
-        ssh_channel_poll(s->ch, 0) <= 0 && ssh_channel_poll(s->ch, 1) <= 0) {
+    int rc = SSH_OK;
+    if (!s->paused || s->in_len) {
+        for (int round = 0; round < ROUNDS_PER_WAKEUP; round++) {
+            rc = packet_round(s);
+            if (rc != SSH_OK || s->st != ST_RUNNING || s->paused || s->close_deferred ||
+                s->round_bytes < ROUND_FULL)
+                break;
+        }
+    }
+    if (s->close_deferred || s->st != ST_RUNNING)
+        return;
+    if ((rc == SSH_ERROR || !ssh_is_connected(s->ssh)) && !ssh_channel_is_eof(s->ch)) {
+        end(s, PROXY_END_PROTOCOL, "the connection to the VM was lost");
+        return;
+    }
+    flush_input(s); /* a window adjust may have come in */
+    if (s->st != ST_RUNNING || s->close_deferred)
+        return;
+    if (!s->paused && finished(s)) {
         end(s, PROXY_END_CLOSED, "the session ended");
         return;
     }
     arm(s);
 }
 
-static void on_poll(uv_poll_t *h, int st, int events)
+static void close_now(proxy_ssh *s);
+
+/* Every entry from the loop counts as busy: a callback that closes the
+ * session (from inside libssh or ours) only marks it, and the close is
+ * finished here, once nothing up the stack uses the session. */
+static void settle(proxy_ssh *s)
 {
-    proxy_ssh *s = h->data;
-    (void)events;
+    if (--s->busy == 0 && s->close_deferred)
+        close_now(s);
+}
+
+static void handle_poll(proxy_ssh *s, int st)
+{
     if (s->st == ST_TCP) {
         int err = st < 0 ? -st : 0;
         socklen_t len = sizeof(err);
@@ -457,18 +560,42 @@ static void on_poll(uv_poll_t *h, int st, int events)
     if (s->st < ST_RUNNING)
         advance(s);
     if (s->st == ST_RUNNING)
-        pump(s);
+        run(s);
     else
         arm(s);
 }
 
+static void on_poll(uv_poll_t *h, int st, int events)
+{
+    proxy_ssh *s = h->data;
+    (void)events;
+    s->busy++;
+    if (!s->close_deferred)
+        handle_poll(s, st);
+    settle(s);
+}
+
+/* The connect timeout; once running, a kick to come back for work left
+ * over (held output after a pause, a resize asked for inside a callback). */
 static void on_timer(uv_timer_t *t)
 {
     proxy_ssh *s = t->data;
-    if (s->st == ST_RUNNING)
-        pump(s); /* a kick: more output was waiting */
-    else if (s->st != ST_ENDED)
+    s->busy++;
+    if (s->close_deferred) {
+        /* nothing: settle() finishes the close */
+    } else if (s->st == ST_RUNNING) {
+        if (s->resize_pending) {
+            s->resize_pending = false;
+            ssh_channel_change_pty_size(s->ch, s->cols, s->rows);
+        }
+        if (drain_held(s))
+            uv_timer_start(&s->timer, on_timer, 0, 0);
+        else
+            run(s);
+    } else if (s->st != ST_ENDED) {
         end(s, PROXY_END_TIMEOUT, "the VM did not complete the connection in time");
+    }
+    settle(s);
 }
 
 static void start_tcp(proxy_ssh *s, const struct sockaddr *sa, socklen_t salen)
@@ -593,16 +720,19 @@ int proxy_ssh_write(proxy_ssh *s, const void *buf, size_t len)
     }
     memcpy(s->in_buf + s->in_len, buf, len);
     s->in_len += len;
-    if (s->st == ST_RUNNING && !s->in_callback) {
-        flush_input(s);
-        /* Writing may make libssh take in packets from the socket (window
-         * adjusts, and with them the echo of an earlier key): those wait
-         * in its buffers with nothing to wake us. Look at once. */
-        if (s->st == ST_RUNNING && !s->paused)
+    if (s->st == ST_RUNNING) {
+        if (s->busy) {
+            /* Called back from inside libssh: no writing from there. */
             uv_timer_start(&s->timer, on_timer, 0, 0);
+        } else {
+            s->busy++;
+            flush_input(s);
+            arm(s);
+            settle(s);
+            if (s->st == ST_ENDED)
+                return -EPIPE;
+        }
     }
-    if (s->st == ST_RUNNING)
-        arm(s);
     if (s->in_len > PROXY_SSH_INPUT_MAX) {
         s->input_full = true;
         return -ENOBUFS;
@@ -616,11 +746,13 @@ void proxy_ssh_resize(proxy_ssh *s, int cols, int rows)
         return;
     s->cols = cols;
     s->rows = rows;
-    if (s->st == ST_RUNNING) {
+    s->resize_pending = true; /* sent once the shell is up, or by the kick */
+    if (s->st == ST_RUNNING && !s->busy) {
+        s->resize_pending = false;
         ssh_channel_change_pty_size(s->ch, cols, rows);
         arm(s);
-    } else {
-        s->resize_pending = true; /* sent once the shell is up */
+    } else if (s->st == ST_RUNNING) {
+        uv_timer_start(&s->timer, on_timer, 0, 0);
     }
 }
 
@@ -633,7 +765,8 @@ void proxy_ssh_pause(proxy_ssh *s, bool paused)
         return;
     if (!paused)
         uv_timer_start(&s->timer, on_timer, 0, 0); /* drain what libssh holds */
-    arm(s);
+    if (!s->busy)
+        arm(s); /* inside a callback the caller up the stack re-arms */
 }
 
 static void free_session(proxy_ssh *s)
@@ -659,6 +792,15 @@ void proxy_ssh_close(proxy_ssh *s)
         return;
     s->closing = true;
     end(s, PROXY_END_LOCAL, NULL);
+    if (s->busy) {
+        s->close_deferred = true; /* settle() finishes it */
+        return;
+    }
+    close_now(s);
+}
+
+static void close_now(proxy_ssh *s)
+{
     if (s->gai_pending) {
         uv_cancel((uv_req_t *)&s->gai); /* on_resolved comes back here */
         return;
@@ -667,6 +809,11 @@ void proxy_ssh_close(proxy_ssh *s)
         ssh_channel_close(s->ch); /* best effort: a non-blocking send */
         ssh_channel_free(s->ch);
         s->ch = NULL;
+    }
+    if (s->event) {
+        ssh_event_remove_session(s->event, s->ssh);
+        ssh_event_free(s->event);
+        s->event = NULL;
     }
     if (s->ssh) {
         ssh_disconnect(s->ssh);
