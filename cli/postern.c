@@ -6,15 +6,19 @@
  *   postern user totp NAME --users-file FILE [--issuer NAME]
  *   postern user list --users-file FILE
  *   postern audit verify FILE
+ *   postern recording verify [--public-key PEM_FILE | --state-dir DIR] FILE...
+ *   postern recording public-key --state-dir DIR
  *
  * User commands edit the users file atomically and never print a secret
  * other than the TOTP enrolment URI they exist to show. A running gateway
- * picks changes up on SIGHUP. */
+ * picks changes up on SIGHUP. Recording commands only read. */
 #include "auth/auth.h"
+#include "recording/recording.h"
 
 #include "common/err.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <stdio.h>
@@ -44,6 +48,8 @@ static void usage(FILE *f)
             "       postern user totp NAME --users-file FILE [--issuer NAME]\n"
             "       postern user list --users-file FILE\n"
             "       postern audit verify FILE\n"
+            "       postern recording verify [--public-key PEM_FILE | --state-dir DIR] FILE...\n"
+            "       postern recording public-key --state-dir DIR\n"
             "       postern --version\n");
 }
 
@@ -287,6 +293,100 @@ static int audit_command(int argc, char **argv)
     return 1;
 }
 
+/* The public key for a recording found by its path:
+ * <state_dir>/recordings/YYYY/MM/DD/<id>.cast -> <state_dir>/keys/
+ * recording.pub. The path as given first (it keeps a symlinked
+ * recordings/ folder inside its state directory), then resolved (a bare
+ * file name given from inside the day folder). */
+static int key_for_path(const char *file, char **pem, char *err, size_t errlen)
+{
+    char dir[PATH_MAX], real[PATH_MAX];
+    if (rec_state_dir_of(file, dir, sizeof(dir)) != 0 &&
+        (!realpath(file, real) || rec_state_dir_of(real, dir, sizeof(dir)) != 0)) {
+        snprintf(err, errlen, "no public key: the path is not under <state_dir>/recordings/; "
+                              "use --public-key or --state-dir");
+        return -1;
+    }
+    return rec_public_key_read(dir, pem, err, errlen);
+}
+
+static int recording_verify(int argc, char **argv)
+{
+    const char *key_file = NULL, *state_dir = NULL;
+    int i = 3;
+    for (; i < argc; i++) {
+        if (strcmp(argv[i], "--public-key") == 0 && i + 1 < argc) {
+            key_file = argv[++i];
+        } else if (strcmp(argv[i], "--state-dir") == 0 && i + 1 < argc) {
+            state_dir = argv[++i];
+        } else if (strcmp(argv[i], "--") == 0) {
+            i++;
+            break;
+        } else if (argv[i][0] == '-') {
+            fprintf(stderr, "postern: unexpected argument '%s'\n", argv[i]);
+            usage(stderr);
+            return EXIT_USAGE;
+        } else {
+            break;
+        }
+    }
+    if ((key_file && state_dir) || i >= argc) {
+        if (key_file && state_dir)
+            fprintf(stderr, "postern: give --public-key or --state-dir, not both\n");
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    /* One key for every file when named; else each file's own. */
+    char *pem = NULL, keyerr[512] = "";
+    if (key_file)
+        rec_public_key_read_file(key_file, &pem, keyerr, sizeof(keyerr));
+    else if (state_dir)
+        rec_public_key_read(state_dir, &pem, keyerr, sizeof(keyerr));
+
+    int rc = 0;
+    for (; i < argc; i++) {
+        char *own = NULL, detail[512];
+        const char *use = pem;
+        if (!key_file && !state_dir) {
+            keyerr[0] = '\0';
+            if (key_for_path(argv[i], &own, keyerr, sizeof(keyerr)) == 0)
+                use = own;
+        }
+        rec_verify_result res = rec_verify_file(argv[i], use, detail, sizeof(detail));
+        /* Without a key only UNSIGNED or a read error can be told; say why
+         * there was no key rather than just that there was none. */
+        if (!use && res == REC_VERIFY_ERROR && keyerr[0])
+            snprintf(detail, sizeof(detail), "%s", keyerr);
+        if (res == REC_VERIFY_OK)
+            printf("%s: OK\n", argv[i]);
+        else
+            printf("%s: %s (%s)\n", argv[i], rec_verify_result_name(res), detail);
+        if (res != REC_VERIFY_OK)
+            rc = 1;
+        free(own);
+    }
+    free(pem);
+    return rc;
+}
+
+static int recording_command(int argc, char **argv)
+{
+    if (argc >= 3 && strcmp(argv[2], "verify") == 0)
+        return recording_verify(argc, argv);
+    if (argc == 5 && strcmp(argv[2], "public-key") == 0 && strcmp(argv[3], "--state-dir") == 0) {
+        char *pem = NULL, err[512];
+        if (rec_public_key_read(argv[4], &pem, err, sizeof(err)) != 0) {
+            fprintf(stderr, "postern: %s\n", err);
+            return 1;
+        }
+        fputs(pem, stdout);
+        free(pem);
+        return 0;
+    }
+    usage(stderr);
+    return EXIT_USAGE;
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 2 && strcmp(argv[1], "--version") == 0) {
@@ -301,6 +401,8 @@ int main(int argc, char **argv)
         return user_command(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "audit") == 0)
         return audit_command(argc, argv);
+    if (argc >= 2 && strcmp(argv[1], "recording") == 0)
+        return recording_command(argc, argv);
     usage(stderr);
     return EXIT_USAGE;
 }

@@ -149,8 +149,9 @@ cat >"$tmp/postern.json" <<EOF
   "log_level": "info",
   "limits": { "shutdown_grace_seconds": 5 },
   "roles": {
-    "demo": { "vms": ["$VM_NAME"], "actions": ["ssh-login"] }
+    "demo": { "vms": ["$VM_NAME"], "actions": ["ssh-login", "auditor"] }
   },
+  "recording": { "mode": "on", "retention_days": 7 },
   "vms": [
     {
       "name": "$VM_NAME",
@@ -198,6 +199,7 @@ cat <<EOF
   Password:       $demo_password
   Gateway log:    $gw_log
   Gateway state:  $state_dir
+  Recordings:     ${url}recordings.html  (every console session is recorded)
 
   Press Ctrl-C to stop.
 

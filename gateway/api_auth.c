@@ -385,10 +385,11 @@ static int api_me(gw_server *srv, struct lws *wsi, gw_http_conn *conn, gw_identi
             global |= bit;
     global &= id->allowed_actions;
     json_t *body = json_pack(
-        "{s:s,s:o,s:b,s:b,s:s,s:o,s:o}", "user", id->user, "roles",
+        "{s:s,s:o,s:b,s:b,s:s,s:o,s:o,s:b}", "user", id->user, "roles",
         str_array(id->account->roles, id->account->nroles), "mfa", id->mfa, "mfa_enrolled",
         id->account->totp_key_len > 0, "auth", id->via_token ? "token" : "session", "actions",
-        action_array(global), "vms", reachable_vms(srv, id));
+        action_array(global), "vms", reachable_vms(srv, id), "auditor",
+        (global & AUTH_ACT_AUDITOR) != 0);
     return gw_http_json(wsi, conn, 200, body);
 }
 
@@ -527,7 +528,9 @@ int gw_api_route(gw_server *srv, struct lws *wsi, gw_http_conn *conn)
     /* The API's shape is public: an unknown path is a 404 for everyone. */
     static const char *const known[] = {"/api/logout", "/api/me", "/api/vms", "/api/tokens",
                                         NULL};
-    bool is_known = strncmp(path, "/api/tokens/", 12) == 0;
+    bool is_known = strncmp(path, "/api/tokens/", 12) == 0 ||
+                    strcmp(path, "/api/recordings") == 0 ||
+                    strncmp(path, "/api/recordings/", 16) == 0;
     for (const char *const *k = known; *k && !is_known; k++)
         is_known = strcmp(path, *k) == 0;
     if (!is_known)
@@ -541,6 +544,8 @@ int gw_api_route(gw_server *srv, struct lws *wsi, gw_http_conn *conn)
     if (changes && gw_origin_check(srv, wsi, id.via_cookie) != 0)
         return gw_http_error_json(wsi, conn, 403, "request from a foreign origin");
 
+    if (strncmp(path, "/api/recordings", 15) == 0)
+        return gw_api_recordings(srv, wsi, conn, &id);
     if (strcmp(path, "/api/logout") == 0)
         return post ? api_logout(srv, wsi, conn, &id)
                     : gw_http_error_json(wsi, conn, 405, "use POST");

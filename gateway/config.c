@@ -572,6 +572,45 @@ static int parse_audit(cfg_ctx *c, json_t *root)
     return 0;
 }
 
+static int parse_recording_mode(cfg_ctx *c, const char *path, const char *text,
+                                gw_recording *out)
+{
+    if (strcmp(text, "off") == 0)
+        *out = GW_REC_OFF;
+    else if (strcmp(text, "on") == 0)
+        *out = GW_REC_ON;
+    else if (strcmp(text, "required") == 0)
+        *out = GW_REC_REQUIRED;
+    else
+        return fail(c, path, "expected \"off\", \"on\" or \"required\", got %s",
+                    log_q(text));
+    return 0;
+}
+
+/* "recording": {"mode", "retention_days", "input"}: the default for VMs
+ * that say nothing, how long recordings are kept, and whether keystrokes
+ * are recorded (off: they include passwords typed at prompts). */
+static int parse_recording(cfg_ctx *c, json_t *root)
+{
+    static const char *const keys[] = {"mode", "retention_days", "input", NULL};
+    gw_recording_settings *r = &c->cfg->recording;
+    r->mode = GW_REC_OFF;
+    r->retention_days = 0;
+    r->input = false;
+    json_t *v = json_object_get(root, "recording");
+    if (!v)
+        return 0;
+    const char *mode = NULL;
+    if (want_object(c, "recording", v) || check_keys(c, "recording", v, keys) ||
+        get_string(c, "recording", v, "mode", false, &mode) ||
+        get_int(c, "recording", v, "retention_days", false, 0, 36500, &r->retention_days) ||
+        get_bool(c, "recording", v, "input", &r->input))
+        return PST_E_CONFIG;
+    if (mode && parse_recording_mode(c, "recording.mode", mode, &r->mode))
+        return PST_E_CONFIG;
+    return 0;
+}
+
 /* "SHA256:" + 43 base64 characters, as ssh-keygen -l prints. */
 static bool valid_ssh_fingerprint(const char *s)
 {
@@ -749,17 +788,11 @@ static int parse_vm(cfg_ctx *c, const char *path, json_t *v, gw_vm *vm)
         get_int(c, path, v, "max_sessions", false, 0, 1000000, &vm->max_sessions) ||
         get_string(c, path, v, "recording", false, &rec))
         return PST_E_CONFIG;
+    vm->recording = c->cfg->recording.mode; /* parsed before the VMs */
     if (rec) {
         path_key(sub, path, "recording");
-        if (strcmp(rec, "off") == 0)
-            vm->recording = GW_REC_OFF;
-        else if (strcmp(rec, "on") == 0)
-            vm->recording = GW_REC_ON;
-        else if (strcmp(rec, "required") == 0)
-            vm->recording = GW_REC_REQUIRED;
-        else
-            return fail(c, sub, "expected \"off\", \"on\" or \"required\", got %s",
-                        log_q(rec));
+        if (parse_recording_mode(c, sub, rec, &vm->recording))
+            return PST_E_CONFIG;
     }
     if (parse_vm_ssh(c, path, v, &vm->ssh) || parse_vm_rdp(c, path, v, &vm->rdp) ||
         parse_vm_jit(c, path, v, &vm->jit))
@@ -805,7 +838,8 @@ static int parse_root(cfg_ctx *c, json_t *root)
 {
     static const char *const keys[] = {"listen", "http_redirect", "state_dir", "tls",
                                        "origins", "log_level", "users_file", "roles",
-                                       "limits", "auth", "audit", "vms", NULL};
+                                       "limits", "auth", "audit", "recording", "instance",
+                                       "vms", NULL};
     gw_config *cfg = c->cfg;
     const char *level = NULL;
     if (want_object(c, "", root) || check_keys(c, "", root, keys) ||
@@ -822,8 +856,12 @@ static int parse_root(cfg_ctx *c, json_t *root)
         get_string(c, "", root, "log_level", false, &level) ||
         get_string(c, "", root, "users_file", false, &cfg->users_file) ||
         parse_roles(c, root) || parse_limits(c, root) || parse_auth(c, root) ||
-        parse_audit(c, root) || parse_vms(c, root))
+        parse_audit(c, root) || parse_recording(c, root) ||
+        get_string(c, "", root, "instance", false, &cfg->instance) || parse_vms(c, root))
         return PST_E_CONFIG;
+    if (cfg->instance && !valid_name(cfg->instance))
+        return fail(c, "instance", "expected a name of letters, digits, '.', '_', '-' "
+                                   "(at most %d), got %s", GW_NAME_MAX, log_q(cfg->instance));
     cfg->log_level = LOG_INFO;
     if (level && log_level_parse(level, &cfg->log_level) != 0)
         return fail(c, "log_level", "expected \"debug\", \"info\", \"warn\" or "

@@ -34,6 +34,13 @@ int gw_addr_parse(const char *text, gw_addr *out);
 
 typedef enum { GW_REC_OFF = 0, GW_REC_ON, GW_REC_REQUIRED } gw_recording;
 
+/* The "recording" key. */
+typedef struct {
+    gw_recording mode;  /* for VMs without their own "recording"; default off */
+    int retention_days; /* 0: kept until deleted by hand */
+    bool input;         /* record keystrokes too ("i" events); default off */
+} gw_recording_settings;
+
 typedef struct {
     bool enabled;
     int port;
@@ -106,6 +113,8 @@ typedef struct gw_config {
     size_t nroles;
     gw_auth_settings auth;
     bool audit_syslog; /* "audit": {"syslog": true} */
+    gw_recording_settings recording;
+    const char *instance; /* this gateway's name in recordings; NULL: the host name */
     gw_limits limits;
     gw_vm *vms;
     size_t nvms;

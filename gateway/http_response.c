@@ -32,6 +32,7 @@ static void release_response(gw_http_conn *conn)
 void gw_http_conn_release(gw_http_conn *conn)
 {
     release_response(conn);
+    gw_http_file_abandon(conn);
     if (conn->req_body) {
         /* Request bodies carry passwords: wipe before freeing. */
         OPENSSL_cleanse(conn->req_body, conn->req_len);
@@ -43,7 +44,7 @@ void gw_http_conn_release(gw_http_conn *conn)
 
 /* Ends a transaction: keep the connection for the next request unless the
  * response said otherwise (the client's body was refused unread). */
-static int finish(struct lws *wsi, gw_http_conn *conn)
+int gw_http_transaction_done(struct lws *wsi, gw_http_conn *conn)
 {
     bool close = conn->close_after;
     gw_http_conn_release(conn);
@@ -75,8 +76,10 @@ int gw_http_respond(struct lws *wsi, gw_http_conn *conn, int status,
     if (head_only || len == 0) {
         if (owned)
             free((void *)body);
-        return finish(wsi, conn);
+        return gw_http_transaction_done(wsi, conn);
     }
+    if (!body)
+        return 0; /* streamed by the caller (gw_http_respond_file) */
     conn->body = body;
     conn->owned_body = owned ? (unsigned char *)body : NULL;
     conn->body_len = len;
@@ -113,7 +116,7 @@ int gw_http_write_body(struct lws *wsi, gw_http_conn *conn)
         lws_callback_on_writable(wsi);
         return 0;
     }
-    return finish(wsi, conn);
+    return gw_http_transaction_done(wsi, conn);
 }
 
 int gw_http_error_json(struct lws *wsi, gw_http_conn *conn, int status,

@@ -69,6 +69,25 @@ static int serve_static(struct lws *wsi, gw_http_conn *conn, const char *path, b
                            extra, 2, head);
 }
 
+/* The auditor pages hold no data (that comes from the API, which checks
+ * again), but a non-auditor has no business loading them: 403, and a
+ * visitor who is not logged in goes to the login page. */
+static int serve_auditor_page(gw_server *srv, struct lws *wsi, gw_http_conn *conn,
+                              const char *uri, bool head)
+{
+    gw_identity id;
+    if (gw_identify(srv, wsi, &id) != 0) {
+        static const gw_http_header to_login[] = {{"location:", "/"},
+                                                  {"cache-control:", "no-store"}};
+        return gw_http_respond(wsi, conn, 303, "text/plain; charset=utf-8", "log in first\n",
+                               13, false, to_login, 2, head);
+    }
+    if (!gw_may_audit_any(srv, &id))
+        return gw_http_respond(wsi, conn, 403, "text/plain; charset=utf-8",
+                               "recordings are for auditors\n", 28, false, NULL, 0, head);
+    return serve_static(wsi, conn, uri, head);
+}
+
 /* Answers a complete request: path checked, body (if any) read. */
 static int route(gw_server *srv, struct lws *wsi, gw_http_conn *conn)
 {
@@ -91,6 +110,8 @@ static int route(gw_server *srv, struct lws *wsi, gw_http_conn *conn)
         static const gw_http_header allow[] = {{"allow:", "GET, HEAD"}};
         rc = gw_http_respond(wsi, conn, 405, "text/plain; charset=utf-8",
                              "method not allowed\n", 19, false, allow, 1, false);
+    } else if (gw_recordings_page(uri)) {
+        rc = serve_auditor_page(srv, wsi, conn, uri, head);
     } else {
         rc = serve_static(wsi, conn, uri, head);
     }

@@ -49,6 +49,14 @@ struct gw_server {
     uv_timer_t audit_sync_timer;
     bool audit_sync_running;
     bool audit_timer_open;
+
+    /* recordings */
+    struct rec_store *recordings; /* NULL when the store could not be opened */
+    char recordings_dir[1024];    /* <state_dir>/recordings, "" when unavailable */
+    char instance[GW_NAME_MAX + 1];
+    uv_timer_t sweep_timer;       /* the daily retention sweep */
+    bool sweep_timer_open;
+    bool sweep_running;
 };
 
 /* Largest HTTP response body we build in memory (metrics, JSON). */
@@ -57,6 +65,8 @@ struct gw_server {
 #define GW_SESSION_COOKIE "postern_session"
 
 typedef struct gw_login_job gw_login_job;
+typedef struct gw_http_job gw_http_job;
+typedef struct gw_http_file gw_http_file;
 
 /* Who made a request, as gw_identify() found out. */
 typedef struct {
@@ -96,6 +106,11 @@ typedef struct gw_http_conn {
      * answered from WRITEABLE */
     gw_login_job *login_job;
     gw_login_job *deferred;
+    /* work on the thread pool (http_job.c), then its answer */
+    gw_http_job *job;
+    gw_http_job *job_done;
+    /* a body streamed from a file (http_file.c) */
+    gw_http_file *file;
 } gw_http_conn;
 
 typedef struct {
@@ -118,6 +133,43 @@ int gw_http_error_json(struct lws *wsi, gw_http_conn *conn, int status,
 
 /* Sends the next chunk of a pending body; called from HTTP_WRITEABLE. */
 int gw_http_write_body(struct lws *wsi, gw_http_conn *conn);
+
+/* Ends a transaction once its response is out: keeps the connection for
+ * the next request (0) unless it must close (-1). */
+int gw_http_transaction_done(struct lws *wsi, gw_http_conn *conn);
+
+/* ---- http_job.c: request work that would block the loop (directory
+ * walks, hashing whole files) runs on the libuv thread pool. The job
+ * outlives its connection if the client goes away (it then only frees
+ * itself). The caller allocates the job with its own struct around it
+ * (gw_http_job first) and fills the three functions. */
+struct gw_http_job {
+    uv_work_t work;
+    gw_server *srv;
+    struct lws *wsi;   /* NULL once the connection went away */
+    gw_http_conn *conn;
+    void (*run)(gw_http_job *job);  /* thread pool: no lws, no srv state */
+    /* loop, from HTTP_WRITEABLE: writes the response (gw_http_respond...) */
+    int (*answer)(gw_server *srv, struct lws *wsi, gw_http_conn *conn, gw_http_job *job);
+    void (*free)(gw_http_job *job);
+};
+/* Queues job for conn; 0, or a negative code (the job was freed). */
+int gw_http_job_start(gw_server *srv, struct lws *wsi, gw_http_conn *conn, gw_http_job *job);
+/* From HTTP_WRITEABLE when conn->job_done is set. */
+int gw_http_job_answer(gw_server *srv, struct lws *wsi, gw_http_conn *conn);
+/* The connection is going away. */
+void gw_http_job_abandon(gw_http_conn *conn);
+
+/* ---- http_file.c: a response body read from a file with libuv's fs
+ * requests, one chunk at a time, so a slow disk never holds the loop. */
+/* Sends status and headers, then len bytes of fd from offset. fd becomes
+ * the connection's (closed when done or abandoned). */
+int gw_http_respond_file(struct lws *wsi, gw_http_conn *conn, int status,
+                         const char *content_type, int fd, uint64_t offset, uint64_t len,
+                         const gw_http_header *extra, size_t nextra, bool head_only);
+/* From HTTP_WRITEABLE when conn->file is set. */
+int gw_http_file_write(struct lws *wsi, gw_http_conn *conn);
+void gw_http_file_abandon(gw_http_conn *conn);
 
 /* Frees what a connection holds (from CLOSED_HTTP / WSI_DESTROY). */
 void gw_http_conn_release(gw_http_conn *conn);
@@ -186,6 +238,15 @@ void gw_server_session_ended(gw_server *srv);
 
 /* api_auth.c */
 int gw_api_route(gw_server *srv, struct lws *wsi, gw_http_conn *conn);
+
+/* api_recordings.c: /api/recordings... (id already identified) */
+int gw_api_recordings(gw_server *srv, struct lws *wsi, gw_http_conn *conn, gw_identity *id);
+/* The auditor pages: true when path is one (recordings.html, player.html). */
+bool gw_recordings_page(const char *path);
+/* May this identity audit at least one VM (or any recording)? */
+bool gw_may_audit_any(gw_server *srv, const gw_identity *id);
+/* The retention sweep (daily, and once at start). */
+void gw_recordings_sweep_start(gw_server *srv);
 int gw_api_login_resume(gw_server *srv, struct lws *wsi, gw_http_conn *conn);
 void gw_api_login_abandon(gw_http_conn *conn);
 

@@ -4,6 +4,7 @@
 
 #include "common/err.h"
 #include "common/log.h"
+#include "recording/recording.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -139,11 +140,16 @@ static int common_callback(gw_server *srv, struct lws *wsi, enum lws_callback_re
     case LWS_CALLBACK_HTTP_WRITEABLE:
         if (conn && conn->deferred)
             return gw_api_login_resume(srv, wsi, conn);
+        if (conn && conn->job_done)
+            return gw_http_job_answer(srv, wsi, conn);
+        if (conn && conn->file)
+            return gw_http_file_write(wsi, conn);
         return conn ? gw_http_write_body(wsi, conn) : -1;
     case LWS_CALLBACK_CLOSED_HTTP:
     case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
         if (conn) {
             gw_api_login_abandon(conn);
+            gw_http_job_abandon(conn);
             gw_http_conn_release(conn);
         }
         return 0;
@@ -476,6 +482,41 @@ static int setup_identity(gw_server *srv, char *err, size_t errlen)
     return 0;
 }
 
+#define GW_SWEEP_FIRST_MS 10000ull          /* after start, once things settle */
+#define GW_SWEEP_EVERY_MS (24ull * 3600 * 1000)
+
+static void sweep_tick(uv_timer_t *t) { gw_recordings_sweep_start(t->data); }
+
+/* The recording store is not a condition of starting: without it the
+ * gateway still serves the VMs that do not require recording, and those
+ * that do refuse their sessions with the reason. */
+static void setup_recordings(gw_server *srv)
+{
+    const gw_config *cfg = srv->cfg;
+    if (cfg->instance) {
+        snprintf(srv->instance, sizeof(srv->instance), "%s", cfg->instance);
+    } else if (gethostname(srv->instance, sizeof(srv->instance) - 1) != 0 ||
+               !srv->instance[0]) {
+        snprintf(srv->instance, sizeof(srv->instance), "postern");
+    }
+    char err[512];
+    int rc = rec_store_open(srv->loop, cfg->state_dir, &srv->recordings, err, sizeof(err));
+    if (rc != 0) {
+        srv->recordings = NULL;
+        srv->recordings_dir[0] = '\0';
+        log_event(LOG_ERROR, "recording.unavailable", "err=%s", log_q(err));
+    } else {
+        snprintf(srv->recordings_dir, sizeof(srv->recordings_dir), "%s/recordings",
+                 cfg->state_dir);
+        log_event(LOG_INFO, "recording.ready", "dir=%s instance=%s",
+                  log_q(srv->recordings_dir), log_q(srv->instance));
+    }
+    uv_timer_init(srv->loop, &srv->sweep_timer);
+    srv->sweep_timer.data = srv;
+    srv->sweep_timer_open = true;
+    uv_timer_start(&srv->sweep_timer, sweep_tick, GW_SWEEP_FIRST_MS, GW_SWEEP_EVERY_MS);
+}
+
 static void log_origins(const gw_config *cfg)
 {
     char list[1024] = "";
@@ -518,6 +559,7 @@ int gw_server_open(uv_loop_t *loop, gw_config *cfg, gw_server_stopped_cb stopped
     if ((rc = setup_tls(srv, err, errlen)) != 0 ||
         (rc = setup_identity(srv, err, errlen)) != 0)
         goto fail;
+    setup_recordings(srv);
 
     lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_bridge);
     memset(&info, 0, sizeof(info));
@@ -666,6 +708,10 @@ static void stop_now(gw_server *srv)
         uv_close((uv_handle_t *)&srv->audit_sync_timer, NULL);
         srv->audit_timer_open = false;
     }
+    if (srv->sweep_timer_open) {
+        uv_close((uv_handle_t *)&srv->sweep_timer, NULL);
+        srv->sweep_timer_open = false;
+    }
     if (srv->grace_timer_open) {
         uv_timer_stop(&srv->grace_timer);
         uv_close((uv_handle_t *)&srv->grace_timer, NULL);
@@ -741,6 +787,10 @@ void gw_server_free(gw_server *srv)
         uv_close((uv_handle_t *)&srv->audit_sync_timer, NULL);
         srv->audit_timer_open = false;
     }
+    if (srv->sweep_timer_open) {
+        uv_close((uv_handle_t *)&srv->sweep_timer, NULL);
+        srv->sweep_timer_open = false;
+    }
     if (srv->grace_timer_open) {
         uv_close((uv_handle_t *)&srv->grace_timer, NULL);
         srv->grace_timer_open = false;
@@ -756,6 +806,12 @@ void gw_server_free(gw_server *srv)
         uv_run(srv->loop, UV_RUN_DEFAULT);
     } else {
         uv_run(srv->loop, UV_RUN_NOWAIT);
+    }
+    /* Sessions are gone (their recordings finished); sign what is left. */
+    if (srv->recordings) {
+        rec_store_close(srv->recordings);
+        srv->recordings = NULL;
+        uv_run(srv->loop, UV_RUN_DEFAULT);
     }
     auth_audit_close(srv->audit);
     auth_store_close(srv->store);

@@ -16,6 +16,7 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "proxy/proxy.h"
+#include "recording/recording.h"
 
 #include <errno.h>
 #include <stddef.h>
@@ -57,7 +58,12 @@ struct gw_ws_session {
     char vm_name[GW_NAME_MAX + 1];
     out_frame *out_head, *out_tail;
     size_t out_bytes;
-    bool ssh_paused;
+    bool ssh_paused;    /* proxy_ssh_pause(true) in force: out_full || rec_full */
+    bool out_full;      /* the queue toward the browser is above WS_OUT_HIGH */
+    bool rec_full;      /* the recorder's queue is above REC_QUEUE_HIGH */
+    recording *rec;     /* NULL: not recorded (or the recording stopped) */
+    bool rec_required;
+    bool rec_waiting;   /* required, and the file is not confirmed yet */
     bool rx_paused;
     unsigned char *msg;  /* grows to the largest message, at most WS_MSG_MAX */
     size_t msg_cap;
@@ -97,6 +103,16 @@ static int queue(gw_ws_session *ws, const void *data, size_t len, bool text)
     ws->out_bytes += len;
     lws_callback_on_writable(ws->wsi);
     return 0;
+}
+
+/* The VM is read only while both the browser and the recorder keep up. */
+static void apply_pause(gw_ws_session *ws)
+{
+    bool want = ws->out_full || ws->rec_full || ws->rec_waiting;
+    if (want != ws->ssh_paused && ws->ssh) {
+        ws->ssh_paused = want;
+        proxy_ssh_pause(ws->ssh, want);
+    }
 }
 
 static void send_json(gw_ws_session *ws, json_t *obj)
@@ -161,6 +177,101 @@ static void unregister(gw_ws_session *ws, const char *reason)
     gw_server_session_ended(srv);
 }
 
+/* ---- recording --------------------------------------------------------- */
+
+static void stop_recording(gw_ws_session *ws)
+{
+    if (!ws->rec)
+        return;
+    rec_finish(ws->rec); /* the writer flushes and signs it */
+    ws->rec = NULL;
+    ws->rec_full = false;
+}
+
+/* The file could not be written. A VM that requires recording loses the
+ * session rather than have it go on unrecorded; otherwise the user is told
+ * and the session goes on. */
+static void on_rec_failed(void *ud, const char *message)
+{
+    gw_ws_session *ws = ud;
+    log_event(LOG_ERROR, "recording.failed", "sid=%s vm=%s required=%d err=%s", ws->entry.id,
+              ws->vm_name, ws->rec_required, log_q(message));
+    audit(ws, "recording.failed",
+          json_pack("{s:s,s:s,s:s,s:b,s:s}", "session", ws->entry.id, "user", ws->entry.user,
+                    "vm", ws->vm_name, "required", ws->rec_required, "reason", message));
+    stop_recording(ws);
+    if (!ws->rec_required) {
+        send_status(ws, "the session is no longer recorded: the recording cannot be written");
+        apply_pause(ws);
+        return;
+    }
+    char reason[256];
+    snprintf(reason, sizeof(reason), "this VM requires session recording, and %s", message);
+    if (ws->ssh) {
+        proxy_ssh_close(ws->ssh);
+        ws->ssh = NULL;
+    }
+    unregister(ws, "recording_failed");
+    finish(ws, true, reason, -1, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION);
+}
+
+static void on_rec_drain(void *ud)
+{
+    gw_ws_session *ws = ud;
+    ws->rec_full = false;
+    apply_pause(ws);
+}
+
+/* A VM that requires recording shows nothing until the file exists: its
+ * output waits in the SSH channel, unread, till then. */
+static void on_rec_ready(void *ud)
+{
+    gw_ws_session *ws = ud;
+    ws->rec_waiting = false;
+    apply_pause(ws);
+}
+
+static const rec_callbacks rec_cbs = {
+    .on_failed = on_rec_failed, .on_drain = on_rec_drain, .on_ready = on_rec_ready};
+
+/* Starts the session's recording when the VM's policy asks for one. False
+ * when the session must be refused (why is set). */
+static bool start_recording(gw_ws_session *ws, const gw_vm *vm, int cols, int rows, char *why,
+                            size_t whylen)
+{
+    gw_server *srv = ws->srv;
+    if (vm->recording == GW_REC_OFF)
+        return true;
+    ws->rec_required = vm->recording == GW_REC_REQUIRED;
+    int rc = PST_E_STATE;
+    if (srv->recordings) {
+        rec_meta m = {
+            .session_id = ws->entry.id,
+            .user = ws->entry.user,
+            .vm = vm->name,
+            .source = ws->entry.source,
+            .instance = srv->instance,
+            .protocol = "ssh",
+            .started_ms = (int64_t)ws->entry.started * 1000,
+            .cols = cols,
+            .rows = rows,
+            .record_input = srv->cfg->recording.input,
+        };
+        rc = rec_open(srv->recordings, &m, &rec_cbs, ws, &ws->rec);
+    }
+    if (rc == 0) {
+        ws->rec_waiting = ws->rec_required;
+        return true;
+    }
+    ws->rec = NULL;
+    log_event(LOG_ERROR, "recording.failed", "sid=%s vm=%s required=%d err=%s", ws->entry.id,
+              vm->name, ws->rec_required, srv->recordings ? pst_strerror(rc) : "no store");
+    snprintf(why, whylen, "this VM requires session recording, and the recording cannot be "
+                          "started (%s)", srv->recordings ? pst_strerror(rc)
+                                                          : "the recording store is unavailable");
+    return !ws->rec_required;
+}
+
 /* ---- callbacks from the SSH back end ------------------------------------ */
 
 static void on_ssh_status(void *ud, const char *message) { send_status(ud, message); }
@@ -193,6 +304,12 @@ static bool write_direct(gw_ws_session *ws, const char *buf, size_t len)
 static void on_ssh_data(void *ud, const char *buf, size_t len)
 {
     gw_ws_session *ws = ud;
+    /* Into the recording before the browser: what the user saw is what
+     * the auditor sees. */
+    if (ws->rec && rec_output(ws->rec, buf, len) == 1 && !ws->rec_full) {
+        ws->rec_full = true;
+        apply_pause(ws);
+    }
     if (write_direct(ws, buf, len)) {
         ws->entry.bytes_out += len;
         ws->srv->metrics.bytes_out += len;
@@ -204,9 +321,9 @@ static void on_ssh_data(void *ud, const char *buf, size_t len)
     }
     ws->entry.bytes_out += len;
     ws->srv->metrics.bytes_out += len;
-    if (!ws->ssh_paused && ws->out_bytes > WS_OUT_HIGH) {
-        ws->ssh_paused = true;
-        proxy_ssh_pause(ws->ssh, true);
+    if (!ws->out_full && ws->out_bytes > WS_OUT_HIGH) {
+        ws->out_full = true;
+        apply_pause(ws);
     }
 }
 
@@ -281,6 +398,7 @@ static void on_ssh_end(void *ud, proxy_end why, int exit_status, const char *det
     log_event(why == PROXY_END_CLOSED ? LOG_INFO : LOG_WARN, "ssh.end",
               "sid=%s vm=%s why=%s detail=%s", ws->entry.id, ws->vm_name, proxy_end_name(why),
               log_q(detail));
+    stop_recording(ws);
     unregister(ws, proxy_end_name(why));
     finish(ws, why != PROXY_END_CLOSED, message, exit_status,
            why == PROXY_END_CLOSED ? LWS_CLOSE_STATUS_NORMAL : LWS_CLOSE_STATUS_POLICY_VIOLATION);
@@ -348,6 +466,7 @@ static void terminate_entry(gw_session_entry *e, const char *reason)
         proxy_ssh_close(ws->ssh);
         ws->ssh = NULL;
     }
+    stop_recording(ws);
     unregister(ws, "terminated");
     finish(ws, true, reason, -1, LWS_CLOSE_STATUS_GOINGAWAY);
 }
@@ -441,6 +560,14 @@ static void handle_connect(gw_ws_session *ws, json_t *msg)
     ws->registered = true;
     srv->metrics.sessions_active[GW_PROTO_SSH]++;
     srv->metrics.sessions_total[GW_PROTO_SSH]++;
+    if (!start_recording(ws, vm, cols, rows, why, sizeof(why))) {
+        audit(ws, "recording.failed",
+              json_pack("{s:s,s:s,s:s,s:b,s:s}", "session", ws->entry.id, "user", ws->entry.user,
+                        "vm", vm->name, "required", true, "reason", why));
+        unregister(ws, "recording_failed");
+        finish(ws, true, why, -1, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION);
+        goto out;
+    }
 
     char known[TLS_PATH_MAX + 64];
     char *learned = NULL;
@@ -477,6 +604,8 @@ static void handle_connect(gw_ws_session *ws, json_t *msg)
               ws->entry.user, vm->name, log_q(ws->req->source));
     int rc = proxy_ssh_open(srv->loop, &p, &ssh_callbacks, ws, &ws->ssh);
     free(learned);
+    if (rc == 0)
+        apply_pause(ws); /* held while a required recording is not ready */
     if (rc != 0) {
         unregister(ws, "open_failed");
         finish(ws, true, "the gateway could not start the connection", -1,
@@ -582,8 +711,11 @@ static void handle_text(gw_ws_session *ws)
         if (!size_ok(msg, &cols, &rows))
             send_json(ws, json_pack("{s:s,s:s}", "type", "error", "message",
                                     "resize needs cols and rows from 1 to 1000"));
-        else if (ws->ssh)
+        else if (ws->ssh) {
             proxy_ssh_resize(ws->ssh, cols, rows);
+            if (ws->rec)
+                rec_resize(ws->rec, cols, rows);
+        }
     } else {
         send_json(ws, json_pack("{s:s,s:s}", "type", "error", "message",
                                 "unknown message type"));
@@ -606,6 +738,8 @@ static void handle_binary(gw_ws_session *ws)
     ws->srv->metrics.bytes_in += ws->msg_len;
     ws->last_input_ms = uv_now(ws->srv->loop);
     ws->warned_idle = false; /* the timer re-reads last_input when it fires */
+    if (ws->rec)
+        rec_input(ws->rec, ws->msg, ws->msg_len); /* kept only when the config asks */
     if (proxy_ssh_write(ws->ssh, ws->msg, ws->msg_len) == -ENOBUFS && !ws->rx_paused) {
         /* The VM is not taking input: stop reading the browser. */
         ws->rx_paused = true;
@@ -669,9 +803,9 @@ static int on_writable(gw_ws_session *ws)
         free(f);
         if (n < 0)
             return -1;
-        if (ws->ssh_paused && ws->out_bytes < WS_OUT_LOW && ws->ssh) {
-            ws->ssh_paused = false;
-            proxy_ssh_pause(ws->ssh, false);
+        if (ws->out_full && ws->out_bytes < WS_OUT_LOW) {
+            ws->out_full = false;
+            apply_pause(ws);
         }
         if (ws->out_head || ws->st == WS_ENDING)
             lws_callback_on_writable(ws->wsi);
@@ -704,6 +838,7 @@ static void release(gw_ws_session *ws)
         proxy_ssh_close(ws->ssh);
         ws->ssh = NULL;
     }
+    stop_recording(ws);
     unregister(ws, ws->end_reason[0] ? ws->end_reason : "client closed");
     while (ws->out_head) {
         out_frame *f = ws->out_head;

@@ -1054,6 +1054,37 @@ static void test_config__unknown_keys_everywhere(void **state)
     parse_err(with("'limits': {'max_sesions': 1}"), "limits.max_sesions", "max_sessions");
 }
 
+static void test_config__recording_settings(void **state)
+{
+    gw_config *c = parse_ok(with("'recording': {'mode': 'required', 'retention_days': 30, "
+                                 "'input': true}, 'instance': 'gw-1', 'vms': ["
+                                 "{'name': 'a', 'address': 'a', " SSH_TOFU "},"
+                                 "{'name': 'b', 'address': 'b', 'recording': 'off', " SSH_TOFU
+                                 "}]"));
+    assert_int_equal(c->recording.mode, GW_REC_REQUIRED);
+    assert_int_equal(c->recording.retention_days, 30);
+    assert_true(c->recording.input);
+    assert_string_equal(c->instance, "gw-1");
+    /* A VM without its own policy takes the global one; its own wins. */
+    assert_int_equal(c->vms[0].recording, GW_REC_REQUIRED);
+    assert_int_equal(c->vms[1].recording, GW_REC_OFF);
+    gw_config_free(c);
+
+    c = parse_ok(with(""));
+    assert_int_equal(c->recording.mode, GW_REC_OFF);
+    assert_int_equal(c->recording.retention_days, 0);
+    assert_false(c->recording.input);
+    assert_null(c->instance);
+    gw_config_free(c);
+
+    parse_err(with("'recording': {'mode': 'always'}"), "recording.mode", "\"always\"");
+    parse_err(with("'recording': {'retention_days': -1}"), "recording.retention_days", NULL);
+    parse_err(with("'recording': {'input': 'yes'}"), "recording.input", NULL);
+    parse_err(with("'recording': {'keep': 1}"), "recording.keep", "unknown key");
+    parse_err(with("'recording': 'on'"), "recording", NULL);
+    parse_err(with("'instance': 'gw 1'"), "instance", NULL);
+}
+
 static void test_config__duplicate_json_keys(void **state)
 {
     parse_err(j("{'listen': '127.0.0.1:1', 'state_dir': '/s', 'listen': '0.0.0.0:1'}"),
@@ -1317,6 +1348,7 @@ int main(void)
         cmocka_unit_test(test_config__vm_jit_errors),
         cmocka_unit_test(test_config__vms_wrong_types),
         cmocka_unit_test(test_config__unknown_keys_everywhere),
+        cmocka_unit_test(test_config__recording_settings),
         cmocka_unit_test(test_config__duplicate_json_keys),
         cmocka_unit_test(test_config__invalid_json_line_col),
         cmocka_unit_test(test_config__root_not_object),
