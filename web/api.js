@@ -90,16 +90,26 @@ function retryAfter(res, data) {
   return Number.isFinite(h) && h >= 0 ? h : null;
 }
 
+// The latest setMessage() call per element: a re-announcement waiting for
+// the next frame is dropped when another message came in the meantime.
+const messageSeq = new WeakMap();
+
 // Shows text in a message element with a kind (error, info, ok). The same
 // words again are cleared first so that screen readers announce them again.
 export function setMessage(el, text, kind) {
+  const seq = (messageSeq.get(el) || 0) + 1;
+  messageSeq.set(el, seq);
   el.classList.remove('message-error', 'message-info', 'message-ok');
   if (kind) {
     el.classList.add('message-' + kind);
   }
   if (text && el.textContent === text) {
     el.textContent = '';
-    requestAnimationFrame(function () { el.textContent = text; });
+    requestAnimationFrame(function () {
+      if (messageSeq.get(el) === seq) {
+        el.textContent = text;
+      }
+    });
     return;
   }
   el.textContent = text || '';

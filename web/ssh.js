@@ -20,6 +20,7 @@
 // live only in the connect message's closure until it is sent. Everything
 // the gateway says is shown with textContent.
 import { api, sentence, setMessage } from '/api.js';
+import { FONT_FAMILY, THEME } from '/term-theme.js';
 
 const KEY_MAX_BYTES = 32 * 1024;  // the gateway takes messages up to 64 KiB
 const READY = 'ready: send connect';
@@ -55,31 +56,6 @@ const ui = {
   passphrase: $('ssh-passphrase'),
   message: $('connect-message'),
   submit: $('connect-submit'),
-};
-
-// Dark in both page schemes, in the console's own colours.
-const THEME = {
-  background: '#12151b',
-  foreground: '#e6e9ef',
-  cursor: '#a3c3e6',
-  cursorAccent: '#12151b',
-  selectionBackground: 'rgba(127, 169, 214, 0.4)',
-  black: '#1b2029',
-  red: '#e5706a',
-  green: '#5fcf86',
-  yellow: '#e6b450',
-  blue: '#6f9fd8',
-  magenta: '#c38fd9',
-  cyan: '#5cbfc9',
-  white: '#d5dae3',
-  brightBlack: '#6b7587',
-  brightRed: '#f49a94',
-  brightGreen: '#8be0a8',
-  brightYellow: '#f2cd7d',
-  brightBlue: '#9dc0ea',
-  brightMagenta: '#d9b3ea',
-  brightCyan: '#8ad8df',
-  brightWhite: '#ffffff',
 };
 
 const STATUS_WORDS = {
@@ -219,7 +195,7 @@ function clearSecrets() {
 function createTerminal() {
   term = new window.Terminal({
     cursorBlink: true,
-    fontFamily: '"DejaVu Sans Mono", ui-monospace, Menlo, Consolas, "Liberation Mono", monospace',
+    fontFamily: FONT_FAMILY,
     fontSize: 14,
     lineHeight: 1.1,
     scrollback: 5000,

@@ -10,6 +10,7 @@
 //
 // Only 127.0.0.0/8 is ever used. Every process runs in its own process group
 // and is stopped (the whole group) by stop().
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHmac } from 'node:crypto';
 import { once } from 'node:events';
@@ -192,6 +193,8 @@ export function totpCode(secretB32, unixSeconds = Date.now() / 1000) {
 //   config: more top-level keys (roles, vms, auth, limits, ...); listen,
 //           state_dir, users_file and log_level are filled in
 export class Gateway {
+  label = 'posternd'; // names its log in withPage's failure report
+
   constructor({ users = [], config = {} } = {}) {
     this.users = users.map(function (u) { return { ...u }; });
     this.extra = config;
@@ -348,6 +351,8 @@ const SSHD_HELPER = path.join(REPO_ROOT, 'tests', 'e2e', 'sshd_helper.py');
 // clientKeyPassphrase (the same key under a passphrase), vmConfig(name).
 // stop() closes the helper's stdin: it stops sshd and releases the account.
 export class Sshd {
+  label = 'sshd'; // names its log in withPage's failure report
+
   constructor() {
     this.proc = null;
     this.info = null;
@@ -526,4 +531,83 @@ export async function screenshot(page, name) {
   const file = path.join(ARTIFACTS_DIR, name + '.png');
   await page.screenshot({ path: file, fullPage: true });
   return file;
+}
+
+// ---- waiting and pages ----------------------------------------------------------
+
+// Polls fn until it returns a true value (which is returned); fails naming
+// `what` at the deadline.
+export async function eventually(fn, what, timeoutMs = 10000) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) {
+        return v;
+      }
+      last = v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() >= deadline) {
+      throw new Error('timed out after ' + timeoutMs + ' ms waiting for ' + what +
+        ' (last: ' + (last instanceof Error ? last.message : JSON.stringify(last)) + ')');
+    }
+    await sleep(50);
+  }
+}
+
+// Waits until the locator's text matches re; returns the text.
+export async function textMatches(locator, re, what, timeoutMs) {
+  return eventually(async function () {
+    const t = (await locator.textContent()) || '';
+    return re.test(t) ? t : null;
+  }, what + ' to match ' + re, timeoutMs);
+}
+
+export async function focusedId(page) {
+  return page.evaluate(function () { return document.activeElement && document.activeElement.id; });
+}
+
+// xterm.js itself warns when a background task (the canvas renderer's
+// glyph cache warm-up) overran its idle slot: a note about a busy machine,
+// not a fault of the page.
+const XTERM_BUSY = /^console\.warning: task queue exceeded allotted deadline by \d+ms \(\S+\/vendor\/xterm\/[a-z-]+\.js\)$/;
+
+// Runs body(page, context) with a fresh page (openPage's options:
+// viewport, allowHttpErrors). On failure saves a screenshot
+// (e2e-FAILED-<name>) and prints the logs of options.logs (fixtures with
+// logTail() and a label: [gw, sshd]) before rethrowing. Fails when the page
+// reported console errors, uncaught exceptions or CSP violations.
+export async function withPage(browser, name, options, body) {
+  const { logs = [], ...pageOptions } = options;
+  const { context, page, problems } = await openPage(browser, pageOptions);
+  page.setDefaultTimeout(10000);
+  let failure = null;
+  try {
+    await body(page, context);
+  } catch (err) {
+    failure = err;
+    try {
+      const file = await screenshot(page, 'e2e-FAILED-' + name);
+      console.error('screenshot of the failure: ' + file);
+    } catch (e) {
+      console.error('no failure screenshot: ' + e.message);
+    }
+    for (const f of logs) {
+      if (f) {
+        console.error((f.label || 'log') + ' log:\n' + f.logTail());
+      }
+    }
+  }
+  const found = problems().filter(function (p) { return !XTERM_BUSY.test(p); });
+  await context.close();
+  if (failure) {
+    if (found.length) {
+      console.error('the page also reported:\n' + found.join('\n'));
+    }
+    throw failure;
+  }
+  assert.deepEqual(found, [], 'the page reported problems');
 }

@@ -9,7 +9,8 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
 import {
-  Gateway, launchBrowser, openPage, prerequisites, screenshot, sleep, totpCode,
+  Gateway, eventually, focusedId, launchBrowser, prerequisites, screenshot, textMatches,
+  totpCode, withPage,
 } from './fixtures.mjs';
 
 const skip = (await prerequisites()) || false;
@@ -72,70 +73,6 @@ after(async function () {
 
 // ---- helpers -----------------------------------------------------------------
 
-// Polls fn until it returns a true value (which is returned); fails naming
-// `what` at the deadline.
-async function eventually(fn, what, timeoutMs = 10000) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) {
-        return v;
-      }
-      last = v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() >= deadline) {
-      throw new Error('timed out after ' + timeoutMs + ' ms waiting for ' + what +
-        ' (last: ' + (last instanceof Error ? last.message : JSON.stringify(last)) + ')');
-    }
-    await sleep(50);
-  }
-}
-
-async function textMatches(locator, re, what) {
-  return eventually(async function () {
-    const t = (await locator.textContent()) || '';
-    return re.test(t) ? t : null;
-  }, what + ' to match ' + re);
-}
-
-async function focusedId(page) {
-  return page.evaluate(function () { return document.activeElement && document.activeElement.id; });
-}
-
-// Runs body with a fresh page; on failure saves a screenshot and prints
-// the gateway's log before rethrowing. Fails when the page reported
-// console errors, uncaught exceptions or CSP violations.
-async function withPage(name, options, body, gateway = gw) {
-  const { context, page, problems } = await openPage(browser, options);
-  page.setDefaultTimeout(10000);
-  let failure = null;
-  try {
-    await body(page, context);
-  } catch (err) {
-    failure = err;
-    try {
-      const file = await screenshot(page, 'e2e-FAILED-' + name);
-      console.error('screenshot of the failure: ' + file);
-    } catch (e) {
-      console.error('no failure screenshot: ' + e.message);
-    }
-    console.error('posternd log:\n' + gateway.logTail());
-  }
-  const found = problems();
-  await context.close();
-  if (failure) {
-    if (found.length) {
-      console.error('the page also reported:\n' + found.join('\n'));
-    }
-    throw failure;
-  }
-  assert.deepEqual(found, [], 'the page reported problems');
-}
-
 // Counts the requests a page makes to one path.
 function countRequests(page, pathname) {
   const counter = { n: 0 };
@@ -173,7 +110,8 @@ async function seeMachines(page) {
 
 test('sign in, see the permitted machines, stay signed in on reload, log out',
   { skip, timeout: 90000 }, async function () {
-    await withPage('login', {
+    await withPage(browser, 'login', {
+      logs: [gw],
       allowHttpErrors: [{ path: '/api/me', status: 401 }, { path: '/api/login', status: 401 }],
     }, async function (page, context) {
       await page.goto(gw.baseUrl + '/');
@@ -301,7 +239,8 @@ test('sign in, see the permitted machines, stay signed in on reload, log out',
 
 test('a user with a second factor is asked for the one-time code',
   { skip, timeout: 60000 }, async function () {
-    await withPage('mfa', {
+    await withPage(browser, 'mfa', {
+      logs: [gw],
       allowHttpErrors: [{ path: '/api/me', status: 401 }, { path: '/api/login', status: 401 }],
     }, async function (page) {
       const secret = gw.user('bob').totpSecret;
@@ -354,7 +293,8 @@ test('too many failures: the wait is shown, then sign-in works',
       },
     }).start();
     try {
-      await withPage('throttle', {
+      await withPage(browser, 'throttle', {
+        logs: [tgw],
         allowHttpErrors: [{ path: '/api/me', status: 401 }, { path: '/api/login', status: 401 },
           { path: '/api/login', status: 429 }],
       }, async function (page) {

@@ -14,8 +14,8 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 
 import {
-  Gateway, Missing, REPO_ROOT, Sshd, launchBrowser, openPage, prerequisites, run, screenshot,
-  sleep,
+  Gateway, Missing, REPO_ROOT, Sshd, eventually, focusedId, launchBrowser, prerequisites, run,
+  screenshot, textMatches, withPage,
 } from './fixtures.mjs';
 
 let skip = (await prerequisites()) || false;
@@ -76,76 +76,6 @@ after(async function () {
 });
 
 // ---- helpers -----------------------------------------------------------------
-
-// Polls fn until it returns a true value (which is returned); fails naming
-// `what` at the deadline.
-async function eventually(fn, what, timeoutMs = 10000) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) {
-        return v;
-      }
-      last = v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() >= deadline) {
-      throw new Error('timed out after ' + timeoutMs + ' ms waiting for ' + what +
-        ' (last: ' + (last instanceof Error ? last.message : JSON.stringify(last)) + ')');
-    }
-    await sleep(50);
-  }
-}
-
-async function textMatches(locator, re, what, timeoutMs) {
-  return eventually(async function () {
-    const t = (await locator.textContent()) || '';
-    return re.test(t) ? t : null;
-  }, what + ' to match ' + re, timeoutMs);
-}
-
-async function focusedId(page) {
-  return page.evaluate(function () { return document.activeElement && document.activeElement.id; });
-}
-
-// Runs body with a fresh page; on failure saves a screenshot and prints the
-// gateway's and sshd's logs before rethrowing. Fails when the page reported
-// console errors, uncaught exceptions or CSP violations.
-async function withPage(name, options, body, gateway = gw) {
-  const { context, page, problems } = await openPage(browser, options);
-  page.setDefaultTimeout(10000);
-  let failure = null;
-  try {
-    await body(page, context);
-  } catch (err) {
-    failure = err;
-    try {
-      const file = await screenshot(page, 'e2e-FAILED-' + name);
-      console.error('screenshot of the failure: ' + file);
-    } catch (e) {
-      console.error('no failure screenshot: ' + e.message);
-    }
-    console.error('posternd log:\n' + gateway.logTail());
-    console.error('sshd log:\n' + sshd.logTail());
-  }
-  // xterm.js itself warns when a background task (the canvas renderer's
-  // glyph cache warm-up) overran its idle slot: a note about a busy
-  // machine, not a fault of the page.
-  const found = problems().filter(function (p) {
-    return !/^console\.warning: task queue exceeded allotted deadline by \d+ms \(\S+\/vendor\/xterm\/[a-z-]+\.js\)$/.test(p);
-  });
-  await context.close();
-  if (failure) {
-    if (found.length) {
-      console.error('the page also reported:\n' + found.join('\n'));
-    }
-    throw failure;
-  }
-  assert.deepEqual(found, [], 'the page reported problems');
-}
 
 // Signs in through the API (the login page has its own test): the context
 // then holds the session cookie.
@@ -237,7 +167,8 @@ test('the committed xterm.js files are the ones package.json pins',
 
 test('from the machine list to a shell: type, read back, resize, copy, paste, exit, reconnect',
   { skip, timeout: 120000 }, async function () {
-    await withPage('ssh', {
+    await withPage(browser, 'ssh', {
+      logs: [gw, sshd],
       allowHttpErrors: [{ path: '/api/me', status: 401 }],
     }, async function (page, context) {
       await context.grantPermissions(['clipboard-read', 'clipboard-write'],
@@ -393,7 +324,7 @@ test('from the machine list to a shell: type, read back, resize, copy, paste, ex
 
 test('a wrong VM password is told in words; the right one then works',
   { skip, timeout: 60000 }, async function () {
-    await withPage('ssh-auth', {}, async function (page, context) {
+    await withPage(browser, 'ssh-auth', { logs: [gw, sshd] }, async function (page, context) {
       await signIn(context);
       await page.goto(gw.baseUrl + '/ssh.html?vm=' + VM);
       await form.user(page).waitFor();
@@ -426,7 +357,7 @@ test('a wrong VM password is told in words; the right one then works',
 
 test('a private key from a file, with its passphrase; a public key is refused in words',
   { skip, timeout: 60000 }, async function () {
-    await withPage('ssh-key', {}, async function (page, context) {
+    await withPage(browser, 'ssh-key', { logs: [gw, sshd] }, async function (page, context) {
       await signIn(context);
       await page.goto(gw.baseUrl + '/ssh.html?vm=' + VM);
       await form.user(page).fill(sshd.user);
@@ -472,7 +403,8 @@ test('a private key from a file, with its passphrase; a public key is refused in
 
 test('not signed in, or a machine that is not yours: said in words, with the way back',
   { skip, timeout: 60000 }, async function () {
-    await withPage('ssh-refused', {
+    await withPage(browser, 'ssh-refused', {
+      logs: [gw, sshd],
       allowHttpErrors: [{ path: '/api/me', status: 401 }],
     }, async function (page, context) {
       await page.goto(gw.baseUrl + '/ssh.html?vm=' + VM);
@@ -500,7 +432,7 @@ test('an idle session is warned, then closed by the gateway, in words',
       config: gatewayConfig({ limits: { idle_timeout_seconds: 4 } }),
     }).start();
     try {
-      await withPage('ssh-idle', {}, async function (page, context) {
+      await withPage(browser, 'ssh-idle', { logs: [igw, sshd] }, async function (page, context) {
         await signIn(context, igw);
         await page.goto(igw.baseUrl + '/ssh.html?vm=' + VM);
         await fillAndConnect(page, sshd.user, sshd.password);
@@ -511,7 +443,7 @@ test('an idle session is warned, then closed by the gateway, in words',
         await textMatches(status(page),
           /^Session closed: The session was idle for 4 s and has been closed\.$/, 'the idle end');
         assert.equal(await warning.isVisible(), false, 'the warning is gone');
-      }, igw);
+      });
     } finally {
       const exit = await igw.stop();
       assert.deepEqual(exit, { code: 0, signal: null }, 'posternd exits cleanly on SIGTERM');

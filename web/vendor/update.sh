@@ -32,10 +32,15 @@ files=(
   "addon-canvas/LICENSE          addon-canvas.LICENSE"
   "addon-fit/lib/addon-fit.js    addon-fit.js"
   "addon-fit/LICENSE             addon-fit.LICENSE"
+  "addon-serialize/lib/addon-serialize.js addon-serialize.js"
+  # The addon's npm package ships no LICENSE file (its package.json says
+  # MIT): it lives in the xterm.js repository, whose LICENSE, the one
+  # @xterm/xterm ships, covers it.
+  "xterm/LICENSE                 addon-serialize.LICENSE"
 )
 
 # The installed versions must be the ones package.json pins.
-for pkg in xterm addon-canvas addon-fit; do
+for pkg in xterm addon-canvas addon-fit addon-serialize; do
   want=$(node -p "require('$root/package.json').devDependencies['@xterm/$pkg']")
   have=$(node -p "require('$mods/$pkg/package.json').version" 2>/dev/null || echo missing)
   if [[ $want != "$have" ]]; then
