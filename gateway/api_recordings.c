@@ -91,8 +91,12 @@ static bool may_audit_vm(gw_server *srv, const gw_identity *id, const char *vm_n
                     sizeof(why)) == 0;
 }
 
+/* Live until signed: a session that just ended is still being finished
+ * by the writer, and its manifest follows within moments. */
 static bool is_live(gw_server *srv, const char *id)
 {
+    if (srv->recordings && rec_store_writing(srv->recordings, id))
+        return true;
     for (gw_session_entry *e = srv->sessions.head; e; e = e->next)
         if (strcmp(e->id, id) == 0)
             return true;

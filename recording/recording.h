@@ -66,6 +66,10 @@ void rec_store_close(rec_store *st);
  * long as the store. */
 const char *rec_store_public_key_pem(const rec_store *st);
 
+/* True while the recording of session_id is open or not yet signed (from
+ * rec_open until the writer has signed it after rec_finish). Loop thread. */
+bool rec_store_writing(const rec_store *st, const char *session_id);
+
 /* The public key of the store under state_dir (<state_dir>/keys/
  * recording.pub), or of a PEM file anywhere, for verifying off the
  * gateway: checked to be an Ed25519 public key. 0 with *pem malloc'd

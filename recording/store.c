@@ -271,6 +271,14 @@ void rec_store_close(rec_store *st)
 
 const char *rec_store_public_key_pem(const rec_store *st) { return st->pub_pem; }
 
+bool rec_store_writing(const rec_store *st, const char *session_id)
+{
+    for (const recording *r = st->live; r; r = r->next)
+        if (strcmp(r->meta.session_id, session_id) == 0)
+            return true;
+    return false;
+}
+
 /* A repaired copy of s (NULL counts as ""), at most max bytes. */
 static int copy_meta(const char **dst, const char *s, size_t max)
 {

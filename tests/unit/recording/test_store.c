@@ -274,6 +274,33 @@ static void test_store__ready_once_file_exists(void **state)
     assert_int_equal(f->failed, 0);
 }
 
+/* Writing from rec_open until the writer has signed it after rec_finish. */
+static void test_store__writing_until_signed(void **state)
+{
+    rec_fx *f = *state;
+    rec_meta m = rec_fx_meta(ID);
+    recording *r;
+    char path[2048], sig[2100];
+    assert_false(rec_store_writing(f->st, ID));
+    assert_int_equal(rec_open(f->st, &m, &rec_fx_cb, f, &r), 0);
+    assert_true(rec_store_writing(f->st, ID));
+    assert_false(rec_store_writing(f->st, "abc"));
+    rec_output(r, "x", 1);
+    rec_finish(r);
+    uv_timer_t t; /* the store's handle does not keep a loop alive */
+    uv_timer_init(&f->loop, &t);
+    uv_timer_start(&t, rec_fx_tick, 10, 10);
+    for (int i = 0; i < 500 && rec_store_writing(f->st, ID); i++)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    assert_false(rec_store_writing(f->st, ID));
+    rec_fx_path(f, ID, path, sizeof(path));
+    snprintf(sig, sizeof(sig), "%s.sig", path);
+    assert_true(rec_fx_exists(sig)); /* no longer writing means signed */
+    rec_fx_close_store(f);
+}
+
 /* The same with recordings/ itself replaced after the store opened. */
 static void test_store__fails_when_recordings_dir_is_a_file(void **state)
 {
@@ -506,6 +533,7 @@ int main(void)
         T(test_store__key_persists),
         T(test_store__key_open_to_others_refused),
         T(test_store__ready_once_file_exists),
+        T(test_store__writing_until_signed),
         T(test_store__fails_on_file_for_folder),
         T(test_store__fails_when_recordings_dir_is_a_file),
         T(test_store__existing_file_not_overwritten),
