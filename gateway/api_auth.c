@@ -8,9 +8,9 @@
  *   GET    /api/tokens
  *   DELETE /api/tokens/ID
  *
- * A password check runs argon2id on the libuv thread pool; the request
- * waits in a gw_login_job that outlives its connection if the client goes
- * away (the job then just frees itself). */
+ * A password check runs argon2id on the libuv thread pool, as a
+ * gw_http_job (http_job.c): the job outlives its connection if the client
+ * goes away, and is wiped when freed, since it holds the password. */
 #include "gateway/internal.h"
 
 #include "common/err.h"
@@ -24,11 +24,8 @@
 #define LOGIN_FAILED_MSG "invalid user name or password"
 #define GW_TOKEN_MIN_SECONDS 5
 
-struct gw_login_job {
-    uv_work_t work;
-    gw_server *srv;
-    struct lws *wsi;      /* NULL once the connection went away */
-    gw_http_conn *conn;
+typedef struct {
+    gw_http_job base;
     char user[AUTH_NAME_MAX + 1];
     char addr[64];
     char password[AUTH_PASSWORD_MAX + 1];
@@ -38,7 +35,7 @@ struct gw_login_job {
     bool known;           /* the user exists, is enabled, has a password */
     char hash[AUTH_HASH_MAX];
     int verify_rc;        /* result from the pool */
-};
+} login_job;
 
 static int64_t now_s(void) { return (int64_t)time(NULL); }
 
@@ -68,15 +65,15 @@ static int audit(gw_server *srv, const char *event, json_t *fields)
 
 /* ---- login ------------------------------------------------------------ */
 
-static void login_verify(uv_work_t *w)
+static void login_verify(gw_http_job *j)
 {
-    gw_login_job *job = w->data;
+    login_job *job = (login_job *)j;
     job->verify_rc = auth_password_verify(job->hash, job->password, job->password_len);
 }
 
-static void job_free(gw_login_job *job)
+static void login_free(gw_http_job *job)
 {
-    OPENSSL_cleanse(job, sizeof(*job));
+    OPENSSL_cleanse(job, sizeof(login_job));
     free(job);
 }
 
@@ -107,11 +104,9 @@ static int respond_login_failure(gw_server *srv, struct lws *wsi, gw_http_conn *
     return gw_http_error_json(wsi, conn, 401, message);
 }
 
-static int finish_login(gw_login_job *job)
+static int finish_login(gw_server *srv, struct lws *wsi, gw_http_conn *conn, gw_http_job *j)
 {
-    gw_server *srv = job->srv;
-    struct lws *wsi = job->wsi;
-    gw_http_conn *conn = job->conn;
+    login_job *job = (login_job *)j;
     auth_user *u = job->known ? auth_users_find(srv->users, job->user) : NULL;
 
     /* Unknown user, disabled account and wrong password all answer alike. */
@@ -187,41 +182,6 @@ static int finish_login(gw_login_job *job)
     return rc;
 }
 
-static void login_done(uv_work_t *w, int status)
-{
-    gw_login_job *job = w->data;
-    if (job->wsi) {
-        job->conn->login_job = NULL;
-        job->conn->deferred = job;
-        lws_callback_on_writable(job->wsi);
-        (void)status;
-        return; /* finished from the WRITEABLE callback, then freed */
-    }
-    job_free(job); /* the client went away meanwhile */
-}
-
-int gw_api_login_resume(gw_server *srv, struct lws *wsi, gw_http_conn *conn)
-{
-    gw_login_job *job = conn->deferred;
-    conn->deferred = NULL;
-    (void)srv;
-    int rc = finish_login(job);
-    job_free(job);
-    return rc;
-}
-
-void gw_api_login_abandon(gw_http_conn *conn)
-{
-    if (conn->login_job) {
-        conn->login_job->wsi = NULL; /* the pool still owns it: login_done frees */
-        conn->login_job = NULL;
-    }
-    if (conn->deferred) {
-        job_free(conn->deferred);
-        conn->deferred = NULL;
-    }
-}
-
 static const char *json_str(json_t *obj, const char *key)
 {
     json_t *v = json_object_get(obj, key);
@@ -290,15 +250,14 @@ static int api_login(gw_server *srv, struct lws *wsi, gw_http_conn *conn)
         goto out;
     }
 
-    gw_login_job *job = calloc(1, sizeof(*job));
+    login_job *job = calloc(1, sizeof(*job));
     if (!job) {
         rc = gw_http_error_json(wsi, conn, 503, "out of memory");
         goto out;
     }
-    job->srv = srv;
-    job->wsi = wsi;
-    job->conn = conn;
-    job->work.data = job;
+    job->base.run = login_verify;
+    job->base.answer = finish_login;
+    job->base.free = login_free;
     snprintf(job->user, sizeof(job->user), "%s", user);
     snprintf(job->addr, sizeof(job->addr), "%s", addr);
     job->password_len = json_string_length(jpw);
@@ -310,12 +269,10 @@ static int api_login(gw_server *srv, struct lws *wsi, gw_http_conn *conn)
     const auth_user *u = auth_users_find(srv->users, user);
     job->known = u && !u->disabled && u->password_hash;
     snprintf(job->hash, sizeof(job->hash), "%s", job->known ? u->password_hash : srv->dummy_hash);
-    if (uv_queue_work(srv->loop, &job->work, login_verify, login_done) != 0) {
-        job_free(job);
+    if (gw_http_job_start(srv, wsi, conn, &job->base) != 0) {
         rc = gw_http_error_json(wsi, conn, 503, "cannot check the password now");
         goto out;
     }
-    conn->login_job = job;
     rc = 0;
 out:
     /* The body held the password: wipe its JSON copy too. */

@@ -64,7 +64,6 @@ struct gw_server {
 
 #define GW_SESSION_COOKIE "postern_session"
 
-typedef struct gw_login_job gw_login_job;
 typedef struct gw_http_job gw_http_job;
 typedef struct gw_http_file gw_http_file;
 
@@ -102,10 +101,6 @@ typedef struct gw_http_conn {
     size_t body_sent;
     int status;
     bool close_after;               /* close instead of keeping alive */
-    /* a login waiting for the thread pool, or finished and waiting to be
-     * answered from WRITEABLE */
-    gw_login_job *login_job;
-    gw_login_job *deferred;
     /* work on the thread pool (http_job.c), then its answer */
     gw_http_job *job;
     gw_http_job *job_done;
@@ -247,8 +242,6 @@ bool gw_recordings_page(const char *path);
 bool gw_may_audit_any(gw_server *srv, const gw_identity *id);
 /* The retention sweep (daily, and once at start). */
 void gw_recordings_sweep_start(gw_server *srv);
-int gw_api_login_resume(gw_server *srv, struct lws *wsi, gw_http_conn *conn);
-void gw_api_login_abandon(gw_http_conn *conn);
 
 /* Number of live sessions (all protocols). */
 unsigned gw_server_live_sessions(const gw_server *srv);

@@ -138,8 +138,6 @@ static int common_callback(gw_server *srv, struct lws *wsi, enum lws_callback_re
         return 0;
     }
     case LWS_CALLBACK_HTTP_WRITEABLE:
-        if (conn && conn->deferred)
-            return gw_api_login_resume(srv, wsi, conn);
         if (conn && conn->job_done)
             return gw_http_job_answer(srv, wsi, conn);
         if (conn && conn->file)
@@ -148,7 +146,6 @@ static int common_callback(gw_server *srv, struct lws *wsi, enum lws_callback_re
     case LWS_CALLBACK_CLOSED_HTTP:
     case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
         if (conn) {
-            gw_api_login_abandon(conn);
             gw_http_job_abandon(conn);
             gw_http_conn_release(conn);
         }

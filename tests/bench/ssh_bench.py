@@ -336,9 +336,32 @@ class Bench:
         self.loadgen = build_loadgen(exe_dir)
         os.environ.setdefault("POSTERN", os.path.join(os.path.dirname(a.posternd), "postern"))
 
+        vm_cpus = set()
+        if a.vm_cpus:
+            # The VMs on their own CPUs, the gateway and the client on the
+            # rest: the closest this one machine gets to VMs elsewhere.
+            # Children inherit affinity at fork: the bench takes the
+            # gateway's CPUs first, sshd (and so every session) is moved.
+            vm_cpus = {int(c) for c in a.vm_cpus.split(",")}
+            mine = os.sched_getaffinity(0) - vm_cpus
+            if not mine:
+                raise SystemExit("--vm-cpus leaves no CPU for the gateway")
+            os.sched_setaffinity(0, mine)
+            log("gateway and client on CPUs %s, sshd on %s"
+                % (sorted(mine), sorted(vm_cpus)))
         log("starting sshd")
         self.sshd = BenchSshd()
         self.sshd.start()
+        if vm_cpus:
+            os.sched_setaffinity(self.sshd.proc.pid, vm_cpus)
+        if a.vm_nice:
+            # The VMs are other machines in production; here their sshd,
+            # shells and cats share the gateway's two cores. A lower
+            # priority for them (inherited by every session's processes,
+            # in both modes) keeps the machine's own overload out of the
+            # "added" figures; --vm-nice 0 measures the crowded box.
+            os.setpriority(os.PRIO_PROCESS, self.sshd.proc.pid, a.vm_nice)
+            log("sshd and its sessions run at nice %d" % a.vm_nice)
         # The shared test account's key is authorised; the bench reads it.
         users = fx.UsersFile(os.path.join(self.tmp, "users.json"))
         self.password = "bench-" + secrets.token_urlsafe(12)
@@ -517,6 +540,12 @@ def table(res):
     out.append("")
     out.append("Keystroke round trip (send 1 byte -> its echo), ms; %d keys/session at %g keys/s"
                % (res["args"]["keys"], res["args"]["rate"]))
+    if res["args"].get("vm_cpus"):
+        out.append("(sshd and its sessions pinned to CPU %s, gateway and client to the others: "
+                   "the VMs stand in for other machines)" % res["args"]["vm_cpus"])
+    if res["args"].get("vm_nice"):
+        out.append("(sshd and its sessions at nice %d: the VMs stand in for other machines)"
+                   % res["args"]["vm_nice"])
     out.append("%-22s %5s %8s %8s %8s %8s %6s %9s" % ("", "N", "samples", "p50", "p99", "max",
                                                    "lost", "deferred"))
     by = {}
@@ -627,6 +656,12 @@ def main():
     ap.add_argument("--skip-direct", action="store_true",
                     help="measure through the gateway only (no direct baseline)")
     ap.add_argument("--skip-bulk", action="store_true", help="no bulk transfer")
+    ap.add_argument("--vm-cpus", default="",
+                    help="comma-separated CPUs for sshd and its sessions (the VMs); the "
+                         "gateway and the client get the others (default: all share)")
+    ap.add_argument("--vm-nice", type=int, default=0,
+                    help="nice value for sshd and its sessions, standing for VMs on "
+                         "other machines (default 0: they compete with the gateway)")
     ap.add_argument("--out", default=os.path.join(HERE, "results"),
                     help="directory for the JSON file (default tests/bench/results)")
     args = ap.parse_args()
@@ -655,7 +690,8 @@ def main():
     res = bench.results
     res["args"] = {"sizes": args.sizes, "keys": args.keys, "rate": args.rate,
                    "echo_timeout": args.echo_timeout,
-                   "bulk_mb": args.bulk_mb, "parallel": args.parallel, "settle": args.settle}
+                   "bulk_mb": args.bulk_mb, "parallel": args.parallel, "settle": args.settle,
+                   "vm_nice": args.vm_nice, "vm_cpus": args.vm_cpus}
     res["environment"] = environment(args)
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "ssh_bench-%s%s.json" % (
