@@ -236,15 +236,9 @@ int rec_info_read(const char *cast_path, rec_info *out)
         return -ENAMETOOLONG;
     memcpy(out->path, cast_path, strlen(cast_path) + 1);
 
-    int fd = open(cast_path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+    int fd = rec_open_regular(cast_path, &out->size);
     if (fd < 0)
-        return -errno;
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        close(fd);
-        return -EINVAL;
-    }
-    out->size = (uint64_t)sb.st_size;
+        return fd;
     json_t *h = NULL;
     int rc = read_header(fd, &h);
     close(fd);
@@ -300,15 +294,10 @@ static int day_casts(int dayfd, char ***names, size_t *n)
 {
     *names = NULL;
     *n = 0;
-    int fd = openat(dayfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    DIR *d = fdopendir(fd);
-    if (!d) {
-        int rc = -errno;
-        close(fd);
-        return rc;
-    }
+    DIR *d;
+    int drc = rec_dir_stream(dayfd, &d);
+    if (drc != 0)
+        return drc;
     char **v = NULL;
     size_t cnt = 0, cap = 0;
     int rc = 0;

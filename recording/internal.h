@@ -17,6 +17,7 @@
 #include "recording/recording.h"
 
 #include <openssl/evp.h>
+#include <dirent.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -67,6 +68,14 @@ int rec_dir_numbers(int dirfd, int width, int lo, int hi, int **out, size_t *n);
 /* Opens name under dirfd as a directory without following a symlink.
  * A descriptor, or a negative code. */
 int rec_open_dir_at(int dirfd, const char *name);
+
+/* A DIR stream over dirfd's folder, leaving dirfd open (fdopendir takes
+ * over a copy). 0 with *out (closedir it), or -errno. */
+int rec_dir_stream(int dirfd, DIR **out);
+
+/* Opens a regular file for reading, never through a symlink. The fd
+ * (>= 0) with its size in *size, or -errno (-EINVAL: not a regular file). */
+int rec_open_regular(const char *path, uint64_t *size);
 
 /* Reads a whole regular file of at most max bytes (no symlink followed
  * when nofollow) into a malloc'd, NUL-terminated buffer. 0, -EFBIG when

@@ -106,20 +106,43 @@ static int cmp_desc(const void *a, const void *b)
     return (x < y) - (x > y);
 }
 
-int rec_dir_numbers(int dirfd, int width, int lo, int hi, int **out, size_t *n)
+int rec_dir_stream(int dirfd, DIR **out)
 {
-    *out = NULL;
-    *n = 0;
     /* fdopendir takes the descriptor over: give it a copy. */
     int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
         return -errno;
-    DIR *d = fdopendir(fd);
-    if (!d) {
+    *out = fdopendir(fd);
+    if (!*out) {
         int rc = -errno;
         close(fd);
         return rc;
     }
+    return 0;
+}
+
+int rec_open_regular(const char *path, uint64_t *size)
+{
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return -errno;
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        return -EINVAL;
+    }
+    *size = (uint64_t)sb.st_size;
+    return fd;
+}
+
+int rec_dir_numbers(int dirfd, int width, int lo, int hi, int **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    DIR *d;
+    int drc = rec_dir_stream(dirfd, &d);
+    if (drc != 0)
+        return drc;
     int *v = NULL;
     size_t cnt = 0, cap = 0;
     int rc = 0;

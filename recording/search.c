@@ -181,14 +181,10 @@ int rec_search_text(const char *cast_path, const char *needle, bool *found)
     }
     searcher s = {.st = S_TEXT, .needle = folded, .n = n, .fail = fail};
 
-    int fd = open(cast_path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+    uint64_t size;
+    int fd = rec_open_regular(cast_path, &size);
     if (fd < 0)
-        return -errno;
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        close(fd);
-        return -EINVAL;
-    }
+        return fd;
     char *buf = malloc(SEARCH_BUF);
     if (!buf) {
         close(fd);
