@@ -264,12 +264,21 @@ static bool start_recording(gw_ws_session *ws, const gw_vm *vm, int cols, int ro
         return true;
     }
     ws->rec = NULL;
+    const char *cause = srv->recordings ? pst_strerror(rc) : "the recording store is unavailable";
     log_event(LOG_ERROR, "recording.failed", "sid=%s vm=%s required=%d err=%s", ws->entry.id,
-              vm->name, ws->rec_required, srv->recordings ? pst_strerror(rc) : "no store");
-    snprintf(why, whylen, "this VM requires session recording, and the recording cannot be "
-                          "started (%s)", srv->recordings ? pst_strerror(rc)
-                                                          : "the recording store is unavailable");
-    return !ws->rec_required;
+              vm->name, ws->rec_required, log_q(cause));
+    if (ws->rec_required) {
+        snprintf(why, whylen, "this VM requires session recording, and the recording cannot be "
+                              "started (%s)", cause);
+        return false; /* the caller audits and refuses */
+    }
+    /* "on": the session goes on, but nobody may be left thinking it is
+     * recorded. */
+    audit(ws, "recording.failed",
+          json_pack("{s:s,s:s,s:s,s:b,s:s}", "session", ws->entry.id, "user", ws->entry.user,
+                    "vm", vm->name, "required", false, "reason", cause));
+    send_status(ws, "this session is not recorded: the recording cannot be started");
+    return true;
 }
 
 /* ---- callbacks from the SSH back end ------------------------------------ */
