@@ -107,10 +107,26 @@ static void put(sink *k, const uint8_t *b, size_t n)
 /* Writes s as repaired text into k; returns how many bytes were used. The
  * rest (fewer than 4: the start of a sequence that may still complete)
  * is left for the next call unless last. */
+/* Printable ASCII other than '"' and '\\': copied as they are, which is
+ * most of what terminals print. */
+static bool plain(uint8_t c) { return c >= 0x20 && c < 0x7f && c != '"' && c != '\\'; }
+
 static size_t walk(const source *s, bool last, sink *k)
 {
     size_t total = s->ncarry + s->len, i = 0;
     while (i < total) {
+        /* Fast path: a run of plain bytes in the new data, in one copy
+         * (per-byte work was most of the writer's time on bulk output). */
+        if (i >= s->ncarry && plain(s->data[i - s->ncarry])) {
+            const uint8_t *run = s->data + (i - s->ncarry);
+            size_t n = 1, left = total - i;
+            while (n < left && plain(run[n]))
+                n++;
+            memcpy(k->p, run, n);
+            k->p += n;
+            i += n;
+            continue;
+        }
         uint8_t seq[4], lo, hi;
         seq[0] = at(s, i);
         int n = seq_len(seq[0], &lo, &hi);

@@ -311,10 +311,14 @@ struct rec_store {
     uv_thread_t thread;
     uv_mutex_t lock; /* guards jobs, notes, stop and the per-recording
                       * fields marked "under st->lock" */
-    uv_cond_t wake;  /* jobs arrived, or stop */
+    uv_cond_t wake;  /* jobs arrived (unless napping), or stop */
     rec_job *jobs, *jobs_tail;
     rec_note *notes, *notes_tail;
     bool stop; /* the writer exits once jobs is empty */
+    /* The writer is napping after a busy round: it looks at the queue
+     * again within REC_NAP_NS by itself, so output jobs need not wake it.
+     * Under steady output this saves a futex wake per event. */
+    bool napping;
 
     recording *wlist; /* writer only: recordings with an open file */
     char *scratch;    /* writer only: one event line, REC_EVENT_LINE_MAX */

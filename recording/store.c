@@ -407,8 +407,9 @@ static int enqueue(recording *r, rec_job_kind kind, const void *buf, size_t len,
          * deliver what it had read. */
         rc = r->want_drain ? 1 : 0;
         /* The writer re-checks the queue before it sleeps: waking it is
-         * only needed when it may be asleep on an empty queue. */
-        if (was_empty)
+         * only needed when it may be asleep on an empty queue, and not
+         * while it naps between busy rounds. */
+        if (was_empty && !st->napping)
             uv_cond_signal(&st->wake);
     }
     uv_mutex_unlock(&st->lock);
