@@ -27,8 +27,9 @@
  * libssh reads at most 4 KiB of the socket per round of its packet loop,
  * and the rest waits for the next wakeup (the poll is level-triggered). */
 #define ROUNDS_PER_WAKEUP 16
-/* A round that delivered less than this drained the socket: stop there
- * rather than pay one more poll(2) to learn that nothing is left. */
+/* A round that delivered some output, but less than this, drained the
+ * socket: stop there rather than pay one more poll(2) to learn that
+ * nothing is left. */
 #define ROUND_FULL 2048
 #define READ_CHUNK 16384
 
@@ -486,8 +487,12 @@ static void run(proxy_ssh *s)
     if (!s->paused || s->in_len) {
         for (int round = 0; round < ROUNDS_PER_WAKEUP; round++) {
             rc = packet_round(s);
+            /* Go on while the socket had bytes and either a big piece of
+             * output came out or none did (a packet still incomplete: bulk
+             * output arrives 4 KiB a round in packets of up to 32 KiB). A
+             * small piece (an echo) means the socket is drained. */
             if (rc != SSH_OK || s->st != ST_RUNNING || s->paused || s->close_deferred ||
-                s->round_bytes < ROUND_FULL)
+                (s->round_bytes > 0 && s->round_bytes < ROUND_FULL))
                 break;
         }
     }
