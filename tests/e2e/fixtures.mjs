@@ -471,6 +471,27 @@ async function exitsWithin(exited, ms) {
 
 // ---- the browser ----------------------------------------------------------------
 
+/**
+ * What a test file that needs the SSH server starts with: the prerequisites,
+ * then a real sshd. Returns {skip, sshd}: skip is false or the reason
+ * (a missing prerequisite, or no root for sshd), sshd null when skipped.
+ */
+export async function prerequisitesWithSshd() {
+  let skip = (await prerequisites()) || false;
+  let sshd = null;
+  if (!skip) {
+    try {
+      sshd = await new Sshd().start();
+    } catch (err) {
+      if (!(err instanceof Missing)) {
+        throw err;
+      }
+      skip = err.message;
+    }
+  }
+  return { skip, sshd };
+}
+
 export async function launchBrowser() {
   const { chromium } = await import('playwright-core');
   return chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 30000 });

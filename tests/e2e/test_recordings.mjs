@@ -15,23 +15,12 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 
 import {
-  Gateway, Missing, Sshd, eventually, launchBrowser, prerequisites, screenshot, sleep,
+  Gateway, eventually, launchBrowser, prerequisitesWithSshd, screenshot, sleep,
   textMatches, withPage,
 } from './fixtures.mjs';
 
-let skip = (await prerequisites()) || false;
-
-let sshd = null;
-if (!skip) {
-  try {
-    sshd = await new Sshd().start();
-  } catch (err) {
-    if (!(err instanceof Missing)) {
-      throw err;
-    }
-    skip = err.message;
-  }
-}
+// The SSH server first: without root or sshd there is nothing to test.
+const { skip, sshd } = await prerequisitesWithSshd();
 
 const PASSWORD = 'correct horse battery staple';
 const VM = 'linux01';

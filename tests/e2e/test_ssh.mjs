@@ -14,24 +14,12 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 
 import {
-  Gateway, Missing, REPO_ROOT, Sshd, eventually, focusedId, launchBrowser, prerequisites, run,
+  Gateway, REPO_ROOT, eventually, focusedId, launchBrowser, prerequisitesWithSshd, run,
   screenshot, textMatches, withPage,
 } from './fixtures.mjs';
 
-let skip = (await prerequisites()) || false;
-
 // The SSH server first: without root or sshd there is nothing to test.
-let sshd = null;
-if (!skip) {
-  try {
-    sshd = await new Sshd().start();
-  } catch (err) {
-    if (!(err instanceof Missing)) {
-      throw err;
-    }
-    skip = err.message;
-  }
-}
+const { skip, sshd } = await prerequisitesWithSshd();
 
 const PASSWORD = 'correct horse battery staple';
 const VM = 'linux01';
