@@ -8,6 +8,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <openssl/crypto.h>
 #include <openssl/ssl.h>
@@ -731,6 +732,11 @@ static void flush_done(uv_timer_t *t)
 
 void gw_server_session_ended(gw_server *srv)
 {
+    /* glibc keeps freed session memory in its arenas: after a busy hour
+     * the idle gateway would hold its peak. Hand it back when the last
+     * session goes (rare enough that the trim's cost does not matter). */
+    if (gw_server_live_sessions(srv) == 0)
+        malloc_trim(0);
     if (srv->draining && !srv->stopping && !srv->terminating &&
         gw_server_live_sessions(srv) == 0 && srv->grace_timer_open) {
         log_event(LOG_INFO, "drain.complete", "live_sessions=0");
