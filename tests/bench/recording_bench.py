@@ -536,32 +536,11 @@ def main():
     args = ap.parse_args()
     args.bulk_mb = args.bulk_mb or (20 if args.quick else 200)
     args.rounds = args.rounds or (1 if args.quick else 3)
-    args.posternd = os.path.abspath(args.posternd)
-    if not os.access(args.posternd, os.X_OK):
-        sys.exit("no gateway at %s: build it first (cmake -S . -B build/release -G Ninja "
-                 "-DCMAKE_BUILD_TYPE=Release && cmake --build build/release)" % args.posternd)
-    if os.geteuid() != 0:
-        sys.exit("run as root: the sshd fixture creates the postern-test account")
-
-    bench = Bench(args)
-    try:
-        bench.start()
-        bench.run()
-    finally:
-        bench.stop()
-    res = bench.results
-    res["args"] = {"bulk_mb": args.bulk_mb, "rounds": args.rounds,
-                   "keys_per_second": args.keys_per_second, "vm_cpus": args.vm_cpus,
-                   "vm_nice": args.vm_nice}
-    res["environment"] = sb.environment(args)
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "recording_bench-%s%s.json" % (
-        time.strftime("%Y%m%d-%H%M%S"), "-quick" if args.quick else ""))
-    with open(path, "w") as f:
-        json.dump(res, f)
-        f.write("\n")
-    print(table(res))
-    print("\nraw numbers: %s" % os.path.relpath(path, os.getcwd()))
+    sb.check_can_run(args)
+    sb.run_and_report(Bench(args), args, "recording_bench", table, {
+        "bulk_mb": args.bulk_mb, "rounds": args.rounds,
+        "keys_per_second": args.keys_per_second, "vm_cpus": args.vm_cpus,
+        "vm_nice": args.vm_nice})
 
 
 if __name__ == "__main__":

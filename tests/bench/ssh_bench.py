@@ -637,6 +637,38 @@ def environment(args):
             "mode": "quick" if args.quick else "full"}
 
 
+def check_can_run(args):
+    """Exits with a message unless the gateway is built and we are root."""
+    args.posternd = os.path.abspath(args.posternd)
+    if not os.access(args.posternd, os.X_OK):
+        sys.exit("no gateway at %s: build it first (cmake -S . -B build/release -G Ninja "
+                 "-DCMAKE_BUILD_TYPE=Release && cmake --build build/release)" % args.posternd)
+    if os.geteuid() != 0:
+        sys.exit("run as root: the sshd fixture creates the postern-test account")
+
+
+def run_and_report(bench, args, name, table_fn, recorded_args):
+    """Runs a bench (start, run, stop), saves its results with the
+    arguments and the environment as tests/bench/results/NAME-TIME.json,
+    and prints table_fn(results)."""
+    try:
+        bench.start()
+        bench.run()
+    finally:
+        bench.stop()
+    res = bench.results
+    res["args"] = recorded_args
+    res["environment"] = environment(args)
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, "%s-%s%s.json" % (
+        name, time.strftime("%Y%m%d-%H%M%S"), "-quick" if args.quick else ""))
+    with open(path, "w") as f:
+        json.dump(res, f)
+        f.write("\n")
+    print(table_fn(res))
+    print("\nraw numbers: %s" % os.path.relpath(path, os.getcwd()))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--posternd", default=os.path.join(ROOT, "build", "release", "posternd"),
@@ -674,33 +706,12 @@ def main():
     args.keys = args.keys or 200
     args.bulk_mb = args.bulk_mb or 200
     args.echo_timeout = args.echo_timeout or 10.0
-    args.posternd = os.path.abspath(args.posternd)
-    if not os.access(args.posternd, os.X_OK):
-        sys.exit("no gateway at %s: build it first (cmake -S . -B build/release -G Ninja "
-                 "-DCMAKE_BUILD_TYPE=Release && cmake --build build/release)" % args.posternd)
-    if os.geteuid() != 0:
-        sys.exit("run as root: the sshd fixture creates the postern-test account")
-
-    bench = Bench(args)
-    try:
-        bench.start()
-        bench.run()
-    finally:
-        bench.stop()
-    res = bench.results
-    res["args"] = {"sizes": args.sizes, "keys": args.keys, "rate": args.rate,
-                   "echo_timeout": args.echo_timeout,
-                   "bulk_mb": args.bulk_mb, "parallel": args.parallel, "settle": args.settle,
-                   "vm_nice": args.vm_nice, "vm_cpus": args.vm_cpus}
-    res["environment"] = environment(args)
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "ssh_bench-%s%s.json" % (
-        time.strftime("%Y%m%d-%H%M%S"), "-quick" if args.quick else ""))
-    with open(path, "w") as f:
-        json.dump(res, f)
-        f.write("\n")
-    print(table(res))
-    print("\nraw numbers: %s" % os.path.relpath(path, os.getcwd()))
+    check_can_run(args)
+    run_and_report(Bench(args), args, "ssh_bench", table, {
+        "sizes": args.sizes, "keys": args.keys, "rate": args.rate,
+        "echo_timeout": args.echo_timeout, "bulk_mb": args.bulk_mb,
+        "parallel": args.parallel, "settle": args.settle, "vm_nice": args.vm_nice,
+        "vm_cpus": args.vm_cpus})
 
 
 if __name__ == "__main__":
