@@ -293,15 +293,17 @@ static void on_ssh_ready(void *ud)
 }
 
 /* Interactive output (an echo, a prompt) goes out at once when nothing is
- * queued and the socket has room, instead of waiting a loop turn for
- * WRITEABLE: that wait costs lws two poll-mask changes (each an epoll_ctl
- * pair in libuv) and a wakeup per keystroke. lws keeps what the kernel does
- * not take and sends it before any later write; over HTTP/1.1 with no
- * extension nothing else orders our frames. True when written. */
+ * queued, instead of waiting a loop turn for WRITEABLE: that wait costs
+ * lws two poll-mask changes (each an epoll_ctl pair in libuv) and a wakeup
+ * per keystroke. What the kernel does not take, lws keeps and sends before
+ * any later write (over HTTP/1.1 with no extension nothing else orders our
+ * frames); while it holds such a remainder, output queues as usual. So lws
+ * never holds more than one frame of WS_DIRECT_MAX, and no poll(2) is
+ * needed to ask the socket first. True when written. */
 static bool write_direct(gw_ws_session *ws, const char *buf, size_t len)
 {
     if (ws->out_head || ws->st != WS_RUNNING || len > WS_DIRECT_MAX ||
-        lws_send_pipe_choked(ws->wsi))
+        lws_partial_buffered(ws->wsi))
         return false;
     unsigned char frame[LWS_PRE + WS_DIRECT_MAX];
     memcpy(frame + LWS_PRE, buf, len);
