@@ -227,6 +227,22 @@ static void status(proxy_ssh *s, const char *msg)
         s->cb.on_status(s->ud, msg);
 }
 
+/* libssh makes a socket it was handed blocking as soon as it sees it
+ * connected (inside ssh_connect); a send into a full kernel buffer would
+ * then stop the whole loop, handshake included. Ours stays non-blocking:
+ * libssh sends only after poll said there is room, and keeps what the
+ * kernel did not take. Checked after each ssh_connect step, the only calls
+ * that switch it. */
+static bool keep_nonblocking(proxy_ssh *s)
+{
+    int fl = fcntl(s->fd, F_GETFL);
+    if (fl < 0 || (!(fl & O_NONBLOCK) && fcntl(s->fd, F_SETFL, fl | O_NONBLOCK) != 0)) {
+        end(s, PROXY_END_LOCAL, strerror(errno));
+        return false;
+    }
+    return true;
+}
+
 static int do_auth(proxy_ssh *s)
 {
     if (s->private_key) {
@@ -254,6 +270,8 @@ static void advance(proxy_ssh *s)
         switch (s->st) {
         case ST_HANDSHAKE:
             rc = ssh_connect(s->ssh);
+            if (!keep_nonblocking(s))
+                return;
             if (rc == SSH_AGAIN)
                 return;
             if (rc != SSH_OK) {
@@ -459,15 +477,6 @@ static bool finished(proxy_ssh *s)
 /* The shell is up: from now on libssh's packet loop runs on our wakeups. */
 static bool enter_running(proxy_ssh *s)
 {
-    /* libssh makes a socket it was handed blocking once connected; a send
-     * into a full kernel buffer would then stop the whole loop. Ours stays
-     * non-blocking: libssh sends only after poll said there is room, and
-     * keeps what the kernel did not take. */
-    int fl = fcntl(s->fd, F_GETFL);
-    if (fl < 0 || (!(fl & O_NONBLOCK) && fcntl(s->fd, F_SETFL, fl | O_NONBLOCK) != 0)) {
-        end(s, PROXY_END_LOCAL, strerror(errno));
-        return false;
-    }
     s->event = ssh_event_new();
     if (!s->event || ssh_event_add_session(s->event, s->ssh) != SSH_OK) {
         end(s, PROXY_END_LOCAL, "cannot start the SSH event loop");
