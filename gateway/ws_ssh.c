@@ -188,17 +188,23 @@ static void stop_recording(gw_ws_session *ws)
     ws->rec_full = false;
 }
 
+/* A recording that could not start or stopped: logged and audited. */
+static void note_recording_failed(gw_ws_session *ws, const char *reason)
+{
+    log_event(LOG_ERROR, "recording.failed", "sid=%s vm=%s required=%d err=%s", ws->entry.id,
+              ws->vm_name, ws->rec_required, log_q(reason));
+    audit(ws, "recording.failed",
+          json_pack("{s:s,s:s,s:s,s:b,s:s}", "session", ws->entry.id, "user", ws->entry.user,
+                    "vm", ws->vm_name, "required", ws->rec_required, "reason", reason));
+}
+
 /* The file could not be written. A VM that requires recording loses the
  * session rather than have it go on unrecorded; otherwise the user is told
  * and the session goes on. */
 static void on_rec_failed(void *ud, const char *message)
 {
     gw_ws_session *ws = ud;
-    log_event(LOG_ERROR, "recording.failed", "sid=%s vm=%s required=%d err=%s", ws->entry.id,
-              ws->vm_name, ws->rec_required, log_q(message));
-    audit(ws, "recording.failed",
-          json_pack("{s:s,s:s,s:s,s:b,s:s}", "session", ws->entry.id, "user", ws->entry.user,
-                    "vm", ws->vm_name, "required", ws->rec_required, "reason", message));
+    note_recording_failed(ws, message);
     stop_recording(ws);
     if (!ws->rec_required) {
         send_status(ws, "the session is no longer recorded: the recording cannot be written");
@@ -265,18 +271,15 @@ static bool start_recording(gw_ws_session *ws, const gw_vm *vm, int cols, int ro
     }
     ws->rec = NULL;
     const char *cause = srv->recordings ? pst_strerror(rc) : "the recording store is unavailable";
-    log_event(LOG_ERROR, "recording.failed", "sid=%s vm=%s required=%d err=%s", ws->entry.id,
-              vm->name, ws->rec_required, log_q(cause));
     if (ws->rec_required) {
         snprintf(why, whylen, "this VM requires session recording, and the recording cannot be "
                               "started (%s)", cause);
-        return false; /* the caller audits and refuses */
+        note_recording_failed(ws, why);
+        return false; /* the caller refuses */
     }
     /* "on": the session goes on, but nobody may be left thinking it is
      * recorded. */
-    audit(ws, "recording.failed",
-          json_pack("{s:s,s:s,s:s,s:b,s:s}", "session", ws->entry.id, "user", ws->entry.user,
-                    "vm", vm->name, "required", false, "reason", cause));
+    note_recording_failed(ws, cause);
     send_status(ws, "this session is not recorded: the recording cannot be started");
     return true;
 }
@@ -572,9 +575,6 @@ static void handle_connect(gw_ws_session *ws, json_t *msg)
     srv->metrics.sessions_active[GW_PROTO_SSH]++;
     srv->metrics.sessions_total[GW_PROTO_SSH]++;
     if (!start_recording(ws, vm, cols, rows, why, sizeof(why))) {
-        audit(ws, "recording.failed",
-              json_pack("{s:s,s:s,s:s,s:b,s:s}", "session", ws->entry.id, "user", ws->entry.user,
-                        "vm", vm->name, "required", true, "reason", why));
         unregister(ws, "recording_failed");
         finish(ws, true, why, -1, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION);
         goto out;
