@@ -36,8 +36,7 @@ typedef struct {
     char state_dir[GW_STATE_DIR_MAX];
     char *pub_pem; /* JOB_SHOW: the store's public key, copied */
     /* request */
-    char user[AUTH_NAME_MAX + 1]; /* who asks */
-    char source[64];
+    char source[64]; /* who asks is id_.user */
     char f_user[AUTH_NAME_MAX + 1], f_vm[GW_NAME_MAX + 1];
     char q[REC_SEARCH_MAX + 1];
     int64_t from_ms, to_ms;
@@ -221,7 +220,7 @@ static void run_list(rec_job *job)
     if (job->rc != 0)
         return;
     size_t kept = 0;
-    for (size_t i = 0; i < n && kept < LIST_SCAN_MAX; i++)
+    for (size_t i = 0; i < n; i++)
         if (matches(job, &all[i]))
             all[kept++] = all[i];
     job->infos = all;
@@ -281,7 +280,7 @@ static int answer_list(gw_server *srv, struct lws *wsi, gw_http_conn *conn, rec_
         shown++;
     }
     if (audit(srv, "recording.list",
-              json_pack("{s:s,s:s,s:s,s:s,s:s,s:I}", "user", job->user, "source", job->source,
+              json_pack("{s:s,s:s,s:s,s:s,s:s,s:I}", "user", job->id_.user, "source", job->source,
                         "filter_user", job->f_user, "filter_vm", job->f_vm, "text", job->q,
                         "count", (json_int_t)shown)) != 0) {
         json_decref(list);
@@ -300,7 +299,7 @@ static int answer_one(gw_server *srv, struct lws *wsi, gw_http_conn *conn, rec_j
     bool download = job->kind == JOB_CAST;
     if (!download || !job->has_range || job->range_start == 0) {
         if (audit(srv, download ? "recording.download" : "recording.view",
-                  json_pack("{s:s,s:s,s:s,s:s,s:s}", "user", job->user, "source", job->source,
+                  json_pack("{s:s,s:s,s:s,s:s,s:s}", "user", job->id_.user, "source", job->source,
                             "recording", job->id, "recorded_user", job->info.user, "vm",
                             job->info.vm)) != 0)
             return gw_http_error_json(wsi, conn, 503, "the audit log cannot be written");
@@ -368,7 +367,7 @@ int gw_api_recordings(gw_server *srv, struct lws *wsi, gw_http_conn *conn, gw_id
         return gw_http_error_json(wsi, conn, 405, "use GET");
     if (!gw_may_audit_any(srv, id))
         return gw_http_error_json(wsi, conn, 403, "recordings are for auditors");
-    if (!srv->recordings_dir[0])
+    if (!srv->recordings)
         return gw_http_error_json(wsi, conn, 503, "recordings are not available");
     rec_job *job = calloc(1, sizeof(*job));
     if (!job)
@@ -379,7 +378,6 @@ int gw_api_recordings(gw_server *srv, struct lws *wsi, gw_http_conn *conn, gw_id
     job->base.free = job_free;
     job->id_ = *id;
     job->id_.account = NULL;
-    snprintf(job->user, sizeof(job->user), "%s", id->user);
     gw_peer_address(wsi, job->source, sizeof(job->source));
     snprintf(job->state_dir, sizeof(job->state_dir), "%s", srv->cfg->state_dir);
 

@@ -52,7 +52,6 @@ struct gw_server {
 
     /* recordings */
     struct rec_store *recordings; /* NULL when the store could not be opened */
-    char recordings_dir[1024];    /* <state_dir>/recordings, "" when unavailable */
     char instance[GW_NAME_MAX + 1];
     uv_timer_t sweep_timer;       /* the daily retention sweep */
     bool sweep_timer_open;

@@ -501,13 +501,10 @@ static void setup_recordings(gw_server *srv)
     int rc = rec_store_open(srv->loop, cfg->state_dir, &srv->recordings, err, sizeof(err));
     if (rc != 0) {
         srv->recordings = NULL;
-        srv->recordings_dir[0] = '\0';
         log_event(LOG_ERROR, "recording.unavailable", "err=%s", log_q(err));
     } else {
-        snprintf(srv->recordings_dir, sizeof(srv->recordings_dir), "%s/recordings",
-                 cfg->state_dir);
-        log_event(LOG_INFO, "recording.ready", "dir=%s instance=%s",
-                  log_q(srv->recordings_dir), log_q(srv->instance));
+        log_event(LOG_INFO, "recording.ready", "dir=%s/recordings instance=%s",
+                  log_q(cfg->state_dir), log_q(srv->instance));
     }
     uv_timer_init(srv->loop, &srv->sweep_timer);
     srv->sweep_timer.data = srv;
