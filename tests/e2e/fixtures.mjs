@@ -492,6 +492,27 @@ export async function prerequisitesWithSshd() {
   return { skip, sshd };
 }
 
+/**
+ * The end of a test file: closes the browser, stops the gateway (which must
+ * exit cleanly on SIGTERM) and the SSH server; any of them may be null.
+ */
+export async function stopAll({ browser = null, gw = null, sshd = null }) {
+  if (browser) {
+    await browser.close();
+  }
+  try {
+    if (gw) {
+      const exit = await gw.stop();
+      assert.deepEqual(exit, { code: 0, signal: null }, 'posternd exits cleanly on SIGTERM\n' +
+        gw.logTail());
+    }
+  } finally {
+    if (sshd) {
+      await sshd.stop();
+    }
+  }
+}
+
 export async function launchBrowser() {
   const { chromium } = await import('playwright-core');
   return chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 30000 });

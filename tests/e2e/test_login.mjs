@@ -9,8 +9,8 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
 import {
-  Gateway, eventually, focusedId, launchBrowser, prerequisites, screenshot, textMatches,
-  totpCode, withPage,
+  Gateway, eventually, focusedId, launchBrowser, prerequisites, screenshot, stopAll,
+  textMatches, totpCode, withPage,
 } from './fixtures.mjs';
 
 const skip = (await prerequisites()) || false;
@@ -60,16 +60,7 @@ before(async function () {
   browser = await launchBrowser();
 });
 
-after(async function () {
-  if (browser) {
-    await browser.close();
-  }
-  if (gw) {
-    const exit = await gw.stop();
-    assert.deepEqual(exit, { code: 0, signal: null }, 'posternd exits cleanly on SIGTERM\n' +
-      gw.logTail());
-  }
-});
+after(() => stopAll({ browser, gw }));
 
 // ---- helpers -----------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 
 import {
-  Gateway, eventually, launchBrowser, prerequisitesWithSshd, screenshot, sleep,
+  Gateway, eventually, launchBrowser, prerequisitesWithSshd, screenshot, sleep, stopAll,
   textMatches, withPage,
 } from './fixtures.mjs';
 
@@ -48,22 +48,7 @@ before(async function () {
   browser = await launchBrowser();
 });
 
-after(async function () {
-  if (browser) {
-    await browser.close();
-  }
-  try {
-    if (gw) {
-      const exit = await gw.stop();
-      assert.deepEqual(exit, { code: 0, signal: null }, 'posternd exits cleanly on SIGTERM\n' +
-        gw.logTail());
-    }
-  } finally {
-    if (sshd) {
-      await sshd.stop();
-    }
-  }
-});
+after(() => stopAll({ browser, gw, sshd }));
 
 // ---- helpers -----------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import { after, before, test } from 'node:test';
 
 import {
   Gateway, REPO_ROOT, eventually, focusedId, launchBrowser, prerequisitesWithSshd, run,
-  screenshot, textMatches, withPage,
+  screenshot, stopAll, textMatches, withPage,
 } from './fixtures.mjs';
 
 // The SSH server first: without root or sshd there is nothing to test.
@@ -46,22 +46,7 @@ before(async function () {
   browser = await launchBrowser();
 });
 
-after(async function () {
-  if (browser) {
-    await browser.close();
-  }
-  try {
-    if (gw) {
-      const exit = await gw.stop();
-      assert.deepEqual(exit, { code: 0, signal: null }, 'posternd exits cleanly on SIGTERM\n' +
-        gw.logTail());
-    }
-  } finally {
-    if (sshd) {
-      await sshd.stop();
-    }
-  }
-});
+after(() => stopAll({ browser, gw, sshd }));
 
 // ---- helpers -----------------------------------------------------------------
 
