@@ -234,24 +234,7 @@ class Bench:
         os.makedirs(exe_dir)
         self.loadgen = sb.build_loadgen(exe_dir)
         os.environ.setdefault("POSTERN", os.path.join(os.path.dirname(a.posternd), "postern"))
-        vm_cpus = set()
-        if a.vm_cpus:
-            # As ssh_bench.py: the VMs on their own CPUs, the gateway and the
-            # client on the rest (children inherit affinity at fork).
-            vm_cpus = {int(c) for c in a.vm_cpus.split(",")}
-            mine = os.sched_getaffinity(0) - vm_cpus
-            if not mine:
-                raise SystemExit("--vm-cpus leaves no CPU for the gateway")
-            os.sched_setaffinity(0, mine)
-            log("gateway and client on CPUs %s, sshd on %s" % (sorted(mine), sorted(vm_cpus)))
-        log("starting sshd")
-        self.sshd = sb.BenchSshd()
-        self.sshd.start()
-        if vm_cpus:
-            os.sched_setaffinity(self.sshd.proc.pid, vm_cpus)
-        if a.vm_nice:
-            os.setpriority(os.PRIO_PROCESS, self.sshd.proc.pid, a.vm_nice)
-            log("sshd and its sessions run at nice %d" % a.vm_nice)
+        self.sshd = sb.start_vm_sshd(a)
         self.vm_dir = install_programs()
         users = fx.UsersFile(os.path.join(self.tmp, "users.json"))
         self.password = "bench-" + secrets.token_urlsafe(12)

@@ -336,32 +336,7 @@ class Bench:
         self.loadgen = build_loadgen(exe_dir)
         os.environ.setdefault("POSTERN", os.path.join(os.path.dirname(a.posternd), "postern"))
 
-        vm_cpus = set()
-        if a.vm_cpus:
-            # The VMs on their own CPUs, the gateway and the client on the
-            # rest: the closest this one machine gets to VMs elsewhere.
-            # Children inherit affinity at fork: the bench takes the
-            # gateway's CPUs first, sshd (and so every session) is moved.
-            vm_cpus = {int(c) for c in a.vm_cpus.split(",")}
-            mine = os.sched_getaffinity(0) - vm_cpus
-            if not mine:
-                raise SystemExit("--vm-cpus leaves no CPU for the gateway")
-            os.sched_setaffinity(0, mine)
-            log("gateway and client on CPUs %s, sshd on %s"
-                % (sorted(mine), sorted(vm_cpus)))
-        log("starting sshd")
-        self.sshd = BenchSshd()
-        self.sshd.start()
-        if vm_cpus:
-            os.sched_setaffinity(self.sshd.proc.pid, vm_cpus)
-        if a.vm_nice:
-            # The VMs are other machines in production; here their sshd,
-            # shells and cats share the gateway's two cores. A lower
-            # priority for them (inherited by every session's processes,
-            # in both modes) keeps the machine's own overload out of the
-            # "added" figures; --vm-nice 0 measures the crowded box.
-            os.setpriority(os.PRIO_PROCESS, self.sshd.proc.pid, a.vm_nice)
-            log("sshd and its sessions run at nice %d" % a.vm_nice)
+        self.sshd = start_vm_sshd(a)
         # The shared test account's key is authorised; the bench reads it.
         users = fx.UsersFile(os.path.join(self.tmp, "users.json"))
         self.password = "bench-" + secrets.token_urlsafe(12)
@@ -635,6 +610,36 @@ def environment(args):
                                    text=True).stderr.strip(),
             "kernel": platform.release(), "cores": os.cpu_count(),
             "mode": "quick" if args.quick else "full"}
+
+
+def start_vm_sshd(args):
+    """Starts the sshd that stands for the VMs, placed as --vm-cpus and
+    --vm-nice say; returns it.
+
+    The VMs are other machines in production; here their sshd, shells and
+    cats share the gateway's two cores. --vm-cpus gives them CPUs of their
+    own and the gateway and the client the rest (children inherit affinity
+    at fork: the bench takes the gateway's CPUs first, then sshd, and so
+    every session, is moved). --vm-nice lowers their priority instead. Either
+    keeps the machine's own overload out of the "added" figures; neither
+    measures the crowded box."""
+    vm_cpus = set()
+    if args.vm_cpus:
+        vm_cpus = {int(c) for c in args.vm_cpus.split(",")}
+        mine = os.sched_getaffinity(0) - vm_cpus
+        if not mine:
+            raise SystemExit("--vm-cpus leaves no CPU for the gateway")
+        os.sched_setaffinity(0, mine)
+        log("gateway and client on CPUs %s, sshd on %s" % (sorted(mine), sorted(vm_cpus)))
+    log("starting sshd")
+    sshd = BenchSshd()
+    sshd.start()
+    if vm_cpus:
+        os.sched_setaffinity(sshd.proc.pid, vm_cpus)
+    if args.vm_nice:
+        os.setpriority(os.PRIO_PROCESS, sshd.proc.pid, args.vm_nice)
+        log("sshd and its sessions run at nice %d" % args.vm_nice)
+    return sshd
 
 
 def check_can_run(args):
