@@ -449,14 +449,17 @@ typedef struct {
     int retention_days;
     int rc;
     deleted *head;
+    unsigned unnamed; /* deletions whose details could not be kept */
 } sweep_job;
 
 static void note_deleted(void *ud, const rec_info *info)
 {
     sweep_job *job = ud;
     deleted *d = malloc(sizeof(*d));
-    if (!d)
-        return; /* the file is gone; only its audit line is lost, and logged below */
+    if (!d) {
+        job->unnamed++; /* the file is gone: at least its count is audited */
+        return;
+    }
     d->info = *info;
     d->next = job->head;
     job->head = d;
@@ -484,6 +487,12 @@ static void sweep_done(uv_work_t *w, int status)
                         "retention"));
         free(d);
         n++;
+    }
+    if (job->unnamed) {
+        audit(srv, "recording.deleted",
+              json_pack("{s:s,s:i,s:s}", "recording", "(out of memory: not named)", "count",
+                        job->unnamed, "reason", "retention"));
+        n += job->unnamed;
     }
     log_event(job->rc ? LOG_WARN : LOG_INFO, "recording.sweep", "deleted=%u retention_days=%d%s%s",
               n, job->retention_days, job->rc ? " err=" : "", job->rc ? pst_strerror(job->rc) : "");
