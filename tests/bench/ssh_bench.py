@@ -20,6 +20,12 @@ The sessions are driven by ssh_loadgen (C, built by this script with cc
 against libssh and OpenSSL); README.md says why and what each number means.
 Prints one table and writes the raw numbers to results/*.json.
 
+For the gateway's latency at N=500 on this two-core machine, the stand-ins
+must not be what is measured (README.md, "Placing the stand-ins"):
+
+    /usr/bin/python3 tests/bench/ssh_bench.py --vm echo --vm-cpus 1 \
+        --client-cpus 1 --together 100 --relay --sizes 1,100,500
+
     sudo /usr/bin/python3 tests/bench/ssh_bench.py [--quick] [--posternd PATH]
 """
 
@@ -32,6 +38,7 @@ import platform
 import secrets
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -221,25 +228,84 @@ class Meter:
 # the load generator
 
 
-def build_loadgen(outdir):
-    src = os.path.join(HERE, "ssh_loadgen.c")
-    exe = os.path.join(outdir, "ssh_loadgen")
+def build_c(outdir, name):
+    """Builds tests/bench/NAME.c (ssh_loadgen, ssh_echo_vm) into outdir."""
+    src = os.path.join(HERE, name + ".c")
+    exe = os.path.join(outdir, name)
     flags = subprocess.run(["pkg-config", "--cflags", "--libs", "libssh", "openssl"],
                            check=True, capture_output=True, text=True).stdout.split()
     subprocess.run(["cc", "-std=gnu11", "-O2", "-Wall", "-Wextra", "-o", exe, src,
-                    *flags, "-lpthread"], check=True)
+                    *flags, "-lpthread", "-lm"], check=True)
     return exe
+
+
+def build_loadgen(outdir):
+    return build_c(outdir, "ssh_loadgen")
+
+
+class EchoVm:
+    """ssh_echo_vm (see its header) standing for the VMs: the attributes
+    the bench uses of the sshd fixture (host, port, user, client_key,
+    proc, vm_config, close), and no root needed."""
+
+    def __init__(self, exe):
+        self.exe = exe
+        self.host = fx.LOOPBACK
+        self.user = "bench"
+        self.proc = None
+
+    def start(self):
+        self.dir = tempfile.mkdtemp(prefix="postern-echo-vm-")
+        host_key = os.path.join(self.dir, "host_ed25519")
+        self.client_key = os.path.join(self.dir, "client_ed25519")
+        for path in (host_key, self.client_key):
+            fx.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", path])
+        self.host_key = fx.HostKey("ed25519", host_key)
+        self.port = fx.free_port(self.host)
+        self.log_path = os.path.join(self.dir, "echo_vm.log")
+        with open(self.log_path, "wb") as logf:
+            # Its own process group: close() stops it and every connection's child.
+            self.proc = subprocess.Popen(
+                [self.exe, "--port", str(self.port), "--host-key", host_key,
+                 "--authorized-key", self.client_key + ".pub"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=logf,
+                start_new_session=True, text=True)
+        r, _, _ = select.select([self.proc.stdout], [], [], 10)
+        if not r or self.proc.stdout.readline().strip() != "listening":
+            self.close()
+            raise RuntimeError("ssh_echo_vm did not start; see %s" % self.log_path)
+        return self
+
+    def vm_config(self, name):
+        return {"name": name, "address": self.host,
+                "ssh": {"port": self.port, "host_key_sha256": self.host_key.fingerprint}}
+
+    def close(self):
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)   # its own group, made above
+            self.proc.wait(timeout=30)
+        if self.proc and self.proc.stdout:
+            self.proc.stdout.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class Loadgen:
     """One ssh_loadgen process: open sessions, measure once, close."""
 
-    def __init__(self, exe, argv, errlog):
+    def __init__(self, exe, argv, errlog, cpus=None, batch=False):
         self.argv = [exe, *argv]
         self.errf = open(errlog, "ab")
+
+        def place():
+            # Before it starts, so that its opener threads inherit it.
+            if cpus:
+                os.sched_setaffinity(0, cpus)
+            if batch:
+                os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
         self.p = subprocess.Popen(self.argv, stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, stderr=self.errf,
-                                  text=True, bufsize=1)
+                                  text=True, bufsize=1,
+                                  preexec_fn=place if cpus or batch else None)
 
     @property
     def pid(self):
@@ -320,23 +386,42 @@ class Bench:
 
     def common_argv(self, mode):
         a = self.args
-        argv = ["--mode", mode, "--host", fx.LOOPBACK, "--login", self.sshd.user,
-                "--key", self.sshd.client_key, "--parallel", str(a.parallel)]
+        argv = ["--mode", "ssh" if mode == "relay" else mode, "--host", fx.LOOPBACK,
+                "--login", self.sshd.user, "--key", self.sshd.client_key,
+                "--parallel", str(a.parallel)]
         if mode == "ws":
             argv += ["--port", str(self.gw.port), "--vm", VM, "--origin", self.gw.origin,
                      "--cookie", self.cookie]
+        elif mode == "relay":
+            argv += ["--port", str(self.relay_port)]
         else:
             argv += ["--port", str(self.sshd.port)]
         return argv
+
+    def start_relay(self, exe_dir):
+        """tcp_relay (the control: see its header) in front of the VMs, on
+        the gateway's CPUs."""
+        exe = build_c(exe_dir, "tcp_relay")
+        self.relay_port = fx.free_port(fx.LOOPBACK)
+        self.relay = subprocess.Popen(
+            [exe, "--listen-port", str(self.relay_port), "--to-port", str(self.sshd.port)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+        r, _, _ = select.select([self.relay.stdout], [], [], 10)
+        if not r or self.relay.stdout.readline().strip() != "listening":
+            raise RuntimeError("tcp_relay did not start")
 
     def start(self):
         a = self.args
         exe_dir = os.path.join(self.tmp, "bin")
         os.makedirs(exe_dir)
         self.loadgen = build_loadgen(exe_dir)
+        echo_exe = build_c(exe_dir, "ssh_echo_vm") if a.vm == "echo" else None
+        self.relay = None
         os.environ.setdefault("POSTERN", os.path.join(os.path.dirname(a.posternd), "postern"))
 
-        self.sshd = start_vm_sshd(a)
+        self.sshd = start_vm_sshd(a, echo_exe)
+        if a.relay:
+            self.start_relay(exe_dir)
         # The shared test account's key is authorised; the bench reads it.
         users = fx.UsersFile(os.path.join(self.tmp, "users.json"))
         self.password = "bench-" + secrets.token_urlsafe(12)
@@ -360,6 +445,11 @@ class Bench:
         self.results["rss"]["cold_kib"] = gateway_memory(self.gw.pid)
 
     def stop(self):
+        relay = getattr(self, "relay", None)
+        if relay and relay.poll() is None:
+            relay.kill()        # our own child, by its pid
+            relay.wait()
+            relay.stdout.close()
         for thing in (getattr(self, "gw", None), getattr(self, "sshd", None)):
             if thing is not None:
                 try:
@@ -370,7 +460,8 @@ class Bench:
 
     def open_sessions(self, mode, n, extra=()):
         lg = Loadgen(self.loadgen, self.common_argv(mode) + ["--sessions", str(n), *extra],
-                     os.path.join(self.tmp, "loadgen.stderr"))
+                     os.path.join(self.tmp, "loadgen.stderr"), cpus=getattr(self.args, "client_cpu_set", None),
+                     batch=getattr(self.args, "client_batch", False))
         ev = lg.event("open", timeout=60 + 2.0 * n)
         if ev["failed"]:
             lg.close()
@@ -378,16 +469,32 @@ class Bench:
                                % (mode, ev["failed"], n, ev["errors"]))
         return lg, ev
 
-    def latency_phase(self, mode, n):
+    def latency_argv(self, label, n):
         a = self.args
-        label = "gateway" if mode == "ws" else "direct"
+        return ["--keys", str(a.keys), "--rate", str(a.rate), "--warmup", str(a.warmup),
+                "--echo-timeout", str(a.echo_timeout),
+                *(["--trace", os.path.join(a.trace, "%s-%d.csv" % (label, n))]
+                  if a.trace else [])]
+
+    def latency_phase(self, mode, n, together=0):
+        """Opens n sessions (mode "ws": through the gateway; "ssh": direct),
+        types, records one phase. With together=D (mode "ws" only), D
+        direct sessions type at the same time, in a second load generator,
+        and are recorded as the direct phase of this N: both then see the
+        same moments of the machine."""
+        a = self.args
+        label = {"ws": "gateway", "ssh": "direct", "relay": "relay"}[mode]
         log("%s: opening %d sessions" % (label, n))
-        lg, opened = self.open_sessions(mode, n, ["--keys", str(a.keys), "--rate", str(a.rate),
-                                                  "--echo-timeout", str(a.echo_timeout)])
+        lg, opened = self.open_sessions(mode, n, self.latency_argv(label, n))
         phase = {"mode": label, "sessions": n, "open": opened}
+        side = None
         try:
             log("%s: %d sessions open in %.1fs (%s)" % (label, n, opened["seconds"],
                                                        opened["cipher"]))
+            if together:
+                log("direct: opening %d sessions to type at the same time" % together)
+                side, side_opened = self.open_sessions("ssh", together,
+                                                       self.latency_argv("direct-with-" + label, n))
             if mode == "ws":
                 active = self.gw_sessions_active()
                 if active != n:
@@ -395,33 +502,53 @@ class Bench:
                                        % (active, n))
                 time.sleep(a.settle)
                 phase["gateway_memory_idle"] = gateway_memory(self.gw.pid)
-            meter = Meter(self.gw.pid, self.sshd.proc.pid, lg.pid)
+            # For the control, the "gateway" columns are the relay's.
+            meter = Meter(self.relay.pid if mode == "relay" else self.gw.pid,
+                          self.sshd.proc.pid, lg.pid)
             meter.start()
+            if side:
+                side.send("go")
             lg.send("go")
-            ev = lg.event("latency", timeout=a.keys / a.rate * 3 + a.echo_timeout + 120)
+            timeout = (a.warmup + a.keys) / a.rate * 3 + a.echo_timeout + 120
+            ev = lg.event("latency", timeout=timeout)
+            side_ev = side.event("latency", timeout=timeout) if side else None
             phase["cpu"] = meter.stop()
             if mode == "ws":
                 phase["gateway_memory_after_typing"] = gateway_memory(self.gw.pid)
-            samples = ev.pop("samples_us")
-            phase["client"] = ev
-            phase["latency"] = summarize_us(samples)
-            phase["samples_us"] = samples
-            if ev["lost"] or ev["dead_sessions"]:
-                log("%s N=%d: %d echoes lost, %d sessions died: %s"
-                    % (label, n, ev["lost"], ev["dead_sessions"], ev["errors"]))
-            lat = phase["latency"]
-            log("%s N=%d: p50 %.3f ms, p99 %.3f ms, max %.3f ms (%d samples); gateway CPU "
-                "%.1f%% of a core" % (label, n, lat.get("p50_ms", -1), lat.get("p99_ms", -1),
-                                      lat.get("max_ms", -1), lat["count"],
-                                      phase["cpu"]["gateway_cpu_pct_of_one_core"]))
+            self.record_latency(phase, ev, label, n)
+            if side:
+                direct = {"mode": "direct", "sessions": n, "together": together,
+                          "with": label, "open": side_opened, "cpu": None}
+                self.record_latency(direct, side_ev, "direct (together)", together)
         finally:
             lg.close(timeout=60 + 0.2 * n)
+            if side:
+                side.close(timeout=60 + 0.2 * together)
         if mode == "ws":
             self.wait_gateway_idle()
             time.sleep(1.0)
             phase["gateway_memory_after_close"] = gateway_memory(self.gw.pid)
         self.results["phases"].append(phase)
+        if side:
+            self.results["phases"].append(direct)
         return phase
+
+    def record_latency(self, phase, ev, label, n):
+        samples = ev.pop("samples_us")
+        warm = ev.pop("warmup_samples_us", [])
+        ev["warmup_echoed"] = len(warm)
+        phase["client"] = ev
+        phase["warmup_latency"] = summarize_us(warm)
+        phase["warmup_samples_us"] = warm
+        phase["latency"] = summarize_us(samples)
+        phase["samples_us"] = samples
+        if ev["lost"] or ev["dead_sessions"]:
+            log("%s N=%d: %d echoes lost, %d sessions died: %s"
+                % (label, n, ev["lost"], ev["dead_sessions"], ev["errors"]))
+        lat = phase["latency"]
+        log("%s N=%d: p50 %.3f ms, p99 %.3f ms, max %.3f ms (%d samples)"
+            % (label, n, lat.get("p50_ms", -1), lat.get("p99_ms", -1), lat.get("max_ms", -1),
+               lat["count"]))
 
     def bulk_phase(self, mode):
         a = self.args
@@ -463,13 +590,15 @@ class Bench:
             lg.close()
             self.wait_gateway_idle()
         for n in sizes:
-            self.latency_phase("ws", n)
+            self.latency_phase("ws", n, together=min(n, a.together) if a.together else 0)
             if "baseline_kib" not in self.results["rss"]:
                 # Zero sessions, after one has come and gone: what the
                 # per-session figures are measured against.
                 self.results["rss"]["baseline_kib"] = gateway_memory(self.gw.pid)
-            if not a.skip_direct:
+            if not a.skip_direct and not a.together:
                 self.latency_phase("ssh", n)
+            if a.relay:
+                self.latency_phase("relay", n, together=min(n, a.together) if a.together else 0)
         if not a.skip_bulk:
             self.bulk_phase("ws")
             if not a.skip_direct:
@@ -508,16 +637,24 @@ def table(res):
     out.append("machine: %d cores, %s; load average at start %s, at end %s"
                % (env["cores"], env["kernel"], " ".join("%.2f" % x for x in res["load_at_start"]),
                   " ".join("%.2f" % x for x in res["load_at_end"])))
+    echo_vm = res["args"].get("vm") == "echo"
+    out.append("VMs: %s" % ("ssh_echo_vm (a process per connection; each byte typed is sent "
+                            "back from the channel read)" if echo_vm else
+                            "OpenSSH sshd; shell: stty raw -echo; exec cat"))
     out.append("direct = the same C client speaking SSH (libssh, the gateway's library and "
-               "key login) straight to the same sshd;")
-    out.append("gateway = TLS + WebSocket to posternd /ws/ssh, which speaks SSH to that sshd. "
-               "Shell: stty raw -echo; exec cat.")
+               "key login) straight to the same VMs;")
+    out.append("gateway = TLS + WebSocket to posternd /ws/ssh, which speaks SSH to them.")
     out.append("")
     out.append("Keystroke round trip (send 1 byte -> its echo), ms; %d keys/session at %g keys/s"
                % (res["args"]["keys"], res["args"]["rate"]))
     if res["args"].get("vm_cpus"):
-        out.append("(sshd and its sessions pinned to CPU %s, gateway and client to the others: "
-                   "the VMs stand in for other machines)" % res["args"]["vm_cpus"])
+        out.append("(the VMs pinned to CPU %s, the gateway to the others, the client to %s: "
+                   "the VMs stand in for other machines)"
+                   % (res["args"]["vm_cpus"], res["args"].get("client_cpus") or
+                      "the gateway's"))
+    if res["args"].get("warmup"):
+        out.append("(each session first types %d keys, not counted here: see 'first keys')"
+                   % res["args"]["warmup"])
     if res["args"].get("vm_nice"):
         out.append("(sshd and its sessions at nice %d: the VMs stand in for other machines)"
                    % res["args"]["vm_nice"])
@@ -525,12 +662,23 @@ def table(res):
                                                    "lost", "deferred"))
     by = {}
     for ph in res["phases"]:
-        by[(ph["mode"], ph["sessions"])] = ph
+        by[(ph["mode"], ph.get("with"), ph["sessions"])] = ph
+    pairs = []
     for n in res["args"]["sizes"]:
-        g, d = by.get(("gateway", n)), by.get(("direct", n))
-        for name, ph in (("gateway", g), ("direct", d)):
+        if res["args"].get("together"):
+            pairs.append((n, by.get(("gateway", None, n)), by.get(("direct", "gateway", n))))
+            if res["args"].get("relay"):
+                pairs.append((n, by.get(("relay", None, n)), by.get(("direct", "relay", n))))
+        else:
+            pairs.append((n, by.get(("gateway", None, n)), by.get(("direct", None, n))))
+            if res["args"].get("relay"):
+                pairs.append((n, by.get(("relay", None, n)), by.get(("direct", None, n))))
+    for n, g, d in pairs:
+        for name, ph in ((g["mode"] if g else "gateway", g), ("direct", d)):
             if not ph:
                 continue
+            if ph.get("together"):
+                name = "direct, %d together" % ph["together"]
             lat = ph["latency"]
             out.append("%-22s %5d %8d %8s %8s %8s %6d %9d" % (
                 name, n, lat["count"], fmt(lat.get("p50_ms"), "%.3f"),
@@ -538,21 +686,30 @@ def table(res):
                 ph["client"]["lost"], ph["client"]["deferred"]))
         if g and d and g["latency"]["count"] and d["latency"]["count"]:
             out.append("%-22s %5d %8s %8s %8s" % (
-                "added (gw - direct)", n, "",
+                "added (%s - direct)" % ("relay" if g["mode"] == "relay" else "gw"), n, "",
                 "%.3f" % (g["latency"]["p50_ms"] - d["latency"]["p50_ms"]),
                 "%.3f" % (g["latency"]["p99_ms"] - d["latency"]["p99_ms"])))
+        for name, ph in ((g["mode"] if g else "gateway", g), ("direct", d)):
+            w = ph and ph.get("warmup_latency")
+            if w and w["count"]:
+                out.append("%-22s %5d %8d %8s %8s %8s" % (
+                    "  first keys, " + name, n, w["count"], fmt(w.get("p50_ms"), "%.3f"),
+                    fmt(w.get("p99_ms"), "%.3f"), fmt(w.get("max_ms"), "%.3f")))
     out.append("")
     out.append("CPU while typing (CPU seconds / wall), % of one core; 'gw us/key' = posternd "
                "CPU per echoed key;")
     out.append("'gw waited' = % of the time posternd was runnable but had no CPU")
     out.append("%-22s %5s %9s %12s %10s %10s %12s %9s %9s" % (
-        "", "N", "gateway", "per session", "gw us/key", "gw waited", "sshd+shells", "client",
+        "", "N", "gateway", "per session", "gw us/key", "gw waited", "VMs", "client",
         "others"))
     for ph in res["phases"]:
         c = ph["cpu"]
+        if c is None:
+            continue    # typed together with the gateway phase: its CPU is in that row
         n = ph["sessions"]
         gw = ph["mode"] == "gateway"
-        keys = ph["client"]["echoed"]
+        # The meter ran over the warm-up keys too.
+        keys = ph["client"]["echoed"] + ph["client"].get("warmup_echoed", 0)
         out.append("%-22s %5d %9.1f %12s %10s %10s %12.1f %9.1f %9.0f" % (
             ph["mode"], n, c["gateway_cpu_pct_of_one_core"],
             "%.3f" % (c["gateway_cpu_pct_of_one_core"] / n) if gw else "-",
@@ -591,7 +748,7 @@ def table(res):
             v["after_typing_vmrss_kib"], v["after_close_vmrss_kib"], ok))
     out.append("")
     out.append("Run took %.0f s. 'others' = CPU used meanwhile by processes that are neither the "
-               "gateway, the sshd tree nor the client." % res["duration_seconds"])
+               "gateway, the VMs nor the client." % res["duration_seconds"])
     return "\n".join(out)
 
 
@@ -612,9 +769,9 @@ def environment(args):
             "mode": "quick" if args.quick else "full"}
 
 
-def start_vm_sshd(args):
-    """Starts the sshd that stands for the VMs, placed as --vm-cpus and
-    --vm-nice say; returns it.
+def start_vm_sshd(args, echo_exe=None):
+    """Starts the sshd that stands for the VMs (or, given echo_exe, the
+    lighter ssh_echo_vm), placed as --vm-cpus and --vm-nice say; returns it.
 
     The VMs are other machines in production; here their sshd, shells and
     cats share the gateway's two cores. --vm-cpus gives them CPUs of their
@@ -631,8 +788,8 @@ def start_vm_sshd(args):
             raise SystemExit("--vm-cpus leaves no CPU for the gateway")
         os.sched_setaffinity(0, mine)
         log("gateway and client on CPUs %s, sshd on %s" % (sorted(mine), sorted(vm_cpus)))
-    log("starting sshd")
-    sshd = BenchSshd()
+    log("starting %s" % ("ssh_echo_vm" if echo_exe else "sshd"))
+    sshd = EchoVm(echo_exe) if echo_exe else BenchSshd()
     sshd.start()
     if vm_cpus:
         os.sched_setaffinity(sshd.proc.pid, vm_cpus)
@@ -648,7 +805,7 @@ def check_can_run(args):
     if not os.access(args.posternd, os.X_OK):
         sys.exit("no gateway at %s: build it first (cmake -S . -B build/release -G Ninja "
                  "-DCMAKE_BUILD_TYPE=Release && cmake --build build/release)" % args.posternd)
-    if os.geteuid() != 0:
+    if os.geteuid() != 0 and getattr(args, "vm", "sshd") == "sshd":
         sys.exit("run as root: the sshd fixture creates the postern-test account")
 
 
@@ -699,6 +856,28 @@ def main():
     ap.add_argument("--vm-nice", type=int, default=0,
                     help="nice value for sshd and its sessions, standing for VMs on "
                          "other machines (default 0: they compete with the gateway)")
+    ap.add_argument("--vm", choices=("sshd", "echo"), default="sshd",
+                    help="what stands for the VMs: OpenSSH's sshd with `cat` (default), or "
+                         "ssh_echo_vm, which does only the SSH part of the work (no bulk)")
+    ap.add_argument("--client-cpus", default="",
+                    help="comma-separated CPUs for the load generator (default: the "
+                         "gateway's)")
+    ap.add_argument("--together", type=int, default=0,
+                    help="measure direct with up to this many sessions typing at the same "
+                         "time as the gateway's, instead of after them (default: after)")
+    ap.add_argument("--relay", action="store_true",
+                    help="also measure tcp_relay, a bare one-loop TCP relay, in the gateway's "
+                         "place: the floor any one-loop gateway pays on this machine")
+    ap.add_argument("--trace", default="",
+                    help="directory for one CSV per phase: session, send time, latency of "
+                         "every key (to see when slow keys happen)")
+    ap.add_argument("--client-batch", action="store_true",
+                    help="run the load generator SCHED_BATCH: sharing the gateway's CPU, its "
+                         "wake-ups then do not preempt the gateway, as browsers on other "
+                         "machines would not")
+    ap.add_argument("--warmup", type=int, default=5,
+                    help="keys each session types before the measured ones, reported "
+                         "apart (default 5)")
     ap.add_argument("--out", default=os.path.join(HERE, "results"),
                     help="directory for the JSON file (default tests/bench/results)")
     args = ap.parse_args()
@@ -711,12 +890,21 @@ def main():
     args.keys = args.keys or 200
     args.bulk_mb = args.bulk_mb or 200
     args.echo_timeout = args.echo_timeout or 10.0
+    args.client_cpu_set = {int(c) for c in args.client_cpus.split(",")} if args.client_cpus \
+        else None
+    if args.vm == "echo" and not args.skip_bulk:
+        log("--vm echo: no bulk phase (the echo VM runs no commands)")
+        args.skip_bulk = True
     check_can_run(args)
     run_and_report(Bench(args), args, "ssh_bench", table, {
         "sizes": args.sizes, "keys": args.keys, "rate": args.rate,
         "echo_timeout": args.echo_timeout, "bulk_mb": args.bulk_mb,
         "parallel": args.parallel, "settle": args.settle, "vm_nice": args.vm_nice,
-        "vm_cpus": args.vm_cpus})
+        "vm_cpus": args.vm_cpus, "vm": args.vm, "client_cpus": args.client_cpus,
+        "client_batch": args.client_batch,
+
+        "warmup": args.warmup, "together": args.together,
+        "relay": args.relay})
 
 
 if __name__ == "__main__":

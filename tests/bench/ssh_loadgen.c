@@ -68,9 +68,10 @@ static struct {
     int parallel;
     const char *vm, *origin, *cookie, *login, *key_path;
     char *key_text;
-    int keys;
+    int keys, warmup;
     double rate, jitter, echo_timeout;
     long long bulk_bytes;
+    const char *trace_path;
 } opt = {
     .host = "127.0.0.1", .sessions = 1, .parallel = 16, .keys = 200, .rate = 10.0,
     .jitter = 0.5, .echo_timeout = 10.0,
@@ -114,8 +115,10 @@ static int next_to_open;
 static pthread_mutex_t open_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* measurement state (main thread only) */
-static uint32_t *samples;
-static size_t nsamples;
+static uint32_t *samples, *warm_samples;
+static size_t nsamples, nwarm;
+static FILE *trace; /* --trace: one line per key */
+static uint64_t trace_t0;
 static long long lost, deferred, unexpected, dead_sessions;
 
 static uint64_t now_ns(void)
@@ -761,7 +764,14 @@ static void on_term_output(sess *s, const unsigned char *p, size_t len, uint64_t
     for (size_t i = 0; i < len; i++) {
         if (s->outstanding && p[i] == s->expect) {
             uint64_t us = t > s->t_sent ? (t - s->t_sent) / 1000 : 0;
-            samples[nsamples++] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+            uint32_t v = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+            if (trace)
+                fprintf(trace, "%d,%.3f,%u,%d\n", s->idx, (s->t_sent - trace_t0) / 1e6, v,
+                        s->done < opt.warmup);
+            if (s->done < opt.warmup)
+                warm_samples[nwarm++] = v;
+            else
+                samples[nsamples++] = v;
             s->outstanding = false;
             s->done++;
         } else {
@@ -789,7 +799,7 @@ static void send_key(sess *s)
         s->outstanding = false;
         return;
     }
-    if (s->sent < opt.keys) {
+    if (s->sent < opt.warmup + opt.keys) {
         s->t_next = s->t_sent + interval_ns();
         heap_push(s);
     }
@@ -825,7 +835,7 @@ static void pump_readable(sess *s, uint64_t t)
 
 static bool session_finished(sess *s)
 {
-    return s->dead || (s->sent >= opt.keys && !s->outstanding);
+    return s->dead || (s->sent >= opt.warmup + opt.keys && !s->outstanding);
 }
 
 static void print_errors(FILE *out, int max)
@@ -854,11 +864,21 @@ static int count_dead(void)
 static void run_latency(int ep)
 {
     samples = calloc((size_t)opt.sessions * (size_t)opt.keys + 1, sizeof(*samples));
+    warm_samples = calloc((size_t)opt.sessions * (size_t)opt.warmup + 1, sizeof(*warm_samples));
     heap = calloc((size_t)opt.sessions + 1, sizeof(*heap));
-    if (!samples || !heap)
+    if (!samples || !warm_samples || !heap)
         die("out of memory");
     double cpu0 = cpu_seconds();
     uint64_t start = now_ns();
+    if (opt.trace_path) {
+        trace = fopen(opt.trace_path, "w");
+        if (!trace)
+            die("cannot write %s: %s", opt.trace_path, strerror(errno));
+        /* Send times are ms after this CLOCK_MONOTONIC instant (ns). */
+        fprintf(trace, "# start_monotonic_ns=%llu\n", (unsigned long long)start);
+        fputs("session,sent_ms,latency_us,warmup\n", trace);
+        trace_t0 = start;
+    }
     for (int i = 0; i < opt.sessions; i++) {
         sess *s = &S[i];
         if (s->dead)
@@ -868,7 +888,7 @@ static void run_latency(int ep)
         heap_push(s);
     }
     uint64_t phase_deadline =
-        start + (uint64_t)((opt.keys / opt.rate * 3.0 + opt.echo_timeout + 30.0) * 1e9);
+        start + (uint64_t)(((opt.warmup + opt.keys) / opt.rate * 3.0 + opt.echo_timeout + 30.0) * 1e9);
     uint64_t next_sweep = start + 1000000000ull;
     uint64_t echo_to = (uint64_t)(opt.echo_timeout * 1e9);
     struct epoll_event evs[256];
@@ -930,6 +950,8 @@ static void run_latency(int ep)
     }
     double secs = (now_ns() - start) / 1e9;
     double cpu = cpu_seconds() - cpu0;
+    if (trace)
+        fclose(trace);
     long long sent = 0;
     for (int i = 0; i < opt.sessions; i++)
         sent += S[i].sent;
@@ -941,7 +963,10 @@ static void run_latency(int ep)
            opt.sessions, opt.keys, opt.rate, secs, cpu, sent, nsamples, lost, deferred,
            unexpected, dead_sessions);
     print_errors(stdout, 5);
-    printf(",\"samples_us\":[");
+    printf(",\"warmup_keys_per_session\":%d,\"warmup_samples_us\":[", opt.warmup);
+    for (size_t i = 0; i < nwarm; i++)
+        printf(i ? ",%u" : "%u", warm_samples[i]);
+    printf("],\"samples_us\":[");
     for (size_t i = 0; i < nsamples; i++)
         printf(i ? ",%u" : "%u", samples[i]);
     printf("]}\n");
@@ -1049,8 +1074,8 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: ssh_loadgen --mode ws|ssh --port N --login USER --key FILE [--sessions N]\n"
-            "       [--parallel N] [--keys N] [--rate KEYS_PER_S] [--jitter F]\n"
-            "       [--echo-timeout S] [--bulk BYTES]\n"
+            "       [--parallel N] [--keys N] [--warmup N] [--rate KEYS_PER_S] [--jitter F]\n"
+            "       [--echo-timeout S] [--bulk BYTES] [--trace FILE.csv]\n"
             "       ws: --vm NAME --origin URL --cookie VALUE\n");
     exit(2);
 }
@@ -1099,6 +1124,10 @@ int main(int argc, char **argv)
             opt.key_path = v;
         else if (!strcmp(a, "--keys"))
             opt.keys = atoi(v);
+        else if (!strcmp(a, "--trace"))
+            opt.trace_path = v;
+        else if (!strcmp(a, "--warmup"))
+            opt.warmup = atoi(v);
         else if (!strcmp(a, "--rate"))
             opt.rate = atof(v);
         else if (!strcmp(a, "--jitter"))
@@ -1111,7 +1140,7 @@ int main(int argc, char **argv)
             usage();
     }
     if (!mode || !opt.port || !opt.login || !opt.key_path || opt.sessions < 1 ||
-        opt.parallel < 1 || opt.keys < 1 || opt.rate <= 0 || opt.jitter < 0 || opt.jitter >= 1)
+        opt.parallel < 1 || opt.keys < 1 || opt.warmup < 0 || opt.rate <= 0 || opt.jitter < 0 || opt.jitter >= 1)
         usage();
     if (!strcmp(mode, "ws")) {
         opt.mode = MODE_WS;
