@@ -652,6 +652,8 @@ def table(res):
                    "the VMs stand in for other machines)"
                    % (res["args"]["vm_cpus"], res["args"].get("client_cpus") or
                       "the gateway's"))
+    if res["args"].get("client_batch"):
+        out.append("(the load generator SCHED_BATCH: its wake-ups do not preempt the gateway)")
     if res["args"].get("warmup"):
         out.append("(each session first types %d keys, not counted here: see 'first keys')"
                    % res["args"]["warmup"])
