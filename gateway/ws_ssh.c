@@ -629,6 +629,17 @@ out:
     }
 }
 
+/* "8 h", "90 min", "45 s": a configured duration as the user reads it. */
+static void say_duration(int seconds, char *out, size_t n)
+{
+    if (seconds >= 3600 && seconds % 3600 == 0)
+        snprintf(out, n, "%d h", seconds / 3600);
+    else if (seconds >= 60 && seconds % 60 == 0)
+        snprintf(out, n, "%d min", seconds / 60);
+    else
+        snprintf(out, n, "%d s", seconds);
+}
+
 static uint64_t warn_ms(int timeout_s)
 {
     uint64_t t = (uint64_t)timeout_s * 1000;
@@ -664,12 +675,12 @@ static void on_timer(gw_ws_session *ws)
     if (ws->st != WS_RUNNING && ws->st != WS_CONNECTING)
         return;
     uint64_t now = uv_now(ws->srv->loop);
-    char msg[160];
+    char msg[160], limit[32];
     if (ws->max_s) {
         uint64_t cut = ws->started_ms + (uint64_t)ws->max_s * 1000;
         if (now >= cut) {
-            snprintf(msg, sizeof(msg), "the session reached its maximum duration of %d min",
-                     ws->max_s / 60);
+            say_duration(ws->max_s, limit, sizeof(limit));
+            snprintf(msg, sizeof(msg), "the session reached its maximum duration of %s", limit);
             unregister(ws, "max_duration");
             finish(ws, false, msg, -1, LWS_CLOSE_STATUS_POLICY_VIOLATION);
             return;
@@ -685,8 +696,8 @@ static void on_timer(gw_ws_session *ws)
     if (ws->idle_s) {
         uint64_t cut = ws->last_input_ms + (uint64_t)ws->idle_s * 1000;
         if (now >= cut) {
-            snprintf(msg, sizeof(msg), "the session was idle for %d s and has been closed",
-                     ws->idle_s);
+            say_duration(ws->idle_s, limit, sizeof(limit));
+            snprintf(msg, sizeof(msg), "the session was idle for %s and has been closed", limit);
             unregister(ws, "idle");
             finish(ws, false, msg, -1, LWS_CLOSE_STATUS_POLICY_VIOLATION);
             return;

@@ -18,6 +18,7 @@ import os
 import re
 import secrets
 import shutil
+import socket
 import stat
 import time
 import unittest
@@ -634,6 +635,84 @@ class GatewayCapTests(ConsoleCase):
         self.gw.log.wait_for_event("session.end", since=mark, user="alice")
         a4 = self.shell(user="alice")
         self.assertIn(b"room-again", a4.run("echo room-''again"))
+
+
+
+class MaxDurationTests(ConsoleCase):
+    """limits.max_session_seconds: warned, then cut, typing or not."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.start_gateway([_m["sshd"].vm_config("linux01", tags=["lab"])],
+                          limits={"max_session_seconds": 4, "idle_timeout_seconds": 0})
+
+    def test_warned_then_ended_while_typing(self):
+        c = self.shell()
+        started = time.monotonic()
+        mark = self.audit_mark()
+
+        def warning():
+            return next((m for m in c.messages if isinstance(m, dict)
+                         and m.get("warning") == "max_duration"), None)
+
+        # Keep typing while reading: activity does not extend the maximum.
+        next_key = 0.0
+        while warning() is None and c.close_code is None and not c.eof \
+                and time.monotonic() - started < 4 + SLACK:
+            if time.monotonic() >= next_key:
+                c.type("x")
+                next_key = time.monotonic() + 0.3
+            with contextlib.suppress(socket.timeout):
+                c.recv_event(0.1)
+        warning = warning()
+        self.assertIsNotNone(warning, "no max_duration warning: " + c.describe())
+        self.assertEqual(warning["type"], "status")
+        # Half of a 4 s maximum is left when the warning goes out.
+        self.assertRegex(warning["message"], r"^the session will end in [12] s: maximum duration$")
+        msg, code, _ = self.ended(c)
+        elapsed = time.monotonic() - started
+        self.assertEqual(msg, {"type": "closed",
+                               "message": "the session reached its maximum duration of 4 s"})
+        self.assertEqual(code, 1008)
+        self.assertGreaterEqual(elapsed, 3.0, "cut before the maximum")
+        end = self.audit("session.end", since=mark, vm="linux01")
+        self.assertEqual([e["reason"] for e in end], ["max_duration"])
+        self.assertEqual(self.metric(SSH_ACTIVE), 0)
+        self.assert_serving()
+
+
+class IdleTimeoutTests(ConsoleCase):
+    """limits.idle_timeout_seconds: warned, typing resets it, then cut."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.start_gateway([_m["sshd"].vm_config("linux01", tags=["lab"])],
+                          limits={"idle_timeout_seconds": 3, "max_session_seconds": 0})
+
+    def idle_warnings(self, c):
+        return [m for m in c.messages if isinstance(m, dict) and m.get("warning") == "idle"]
+
+    def test_warned_reset_by_typing_then_ended(self):
+        c = self.shell()
+        mark = self.audit_mark()
+        c.wait(lambda: self.idle_warnings(c), timeout=3 + SLACK, what="an idle warning")
+        first = self.idle_warnings(c)[0]
+        self.assertEqual(first["type"], "status")
+        self.assertRegex(first["message"], r"^the session will close in [12] s unless you type$")
+        # A key typed after the warning restarts the clock: the session
+        # outlives the first deadline and is warned again later.
+        typed = time.monotonic()
+        self.assertIn(b"still-here", c.run("echo still-''here"))
+        c.wait(lambda: len(self.idle_warnings(c)) >= 2, timeout=3 + SLACK,
+               what="a second idle warning")
+        msg, code, _ = self.ended(c)
+        self.assertGreaterEqual(time.monotonic() - typed, 2.5, "cut before the idle time")
+        self.assertEqual(msg, {"type": "closed",
+                               "message": "the session was idle for 3 s and has been closed"})
+        self.assertEqual(code, 1008)
+        end = self.audit("session.end", since=mark, vm="linux01")
+        self.assertEqual([e["reason"] for e in end], ["idle"])
+        self.assert_serving()
 
 
 if __name__ == "__main__":
