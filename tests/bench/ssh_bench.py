@@ -38,7 +38,6 @@ import platform
 import secrets
 import select
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -264,16 +263,17 @@ class EchoVm:
         self.port = fx.free_port(self.host)
         self.log_path = os.path.join(self.dir, "echo_vm.log")
         with open(self.log_path, "wb") as logf:
-            # Its own process group: close() stops it and every connection's child.
             self.proc = subprocess.Popen(
                 [self.exe, "--port", str(self.port), "--host-key", host_key,
                  "--authorized-key", self.client_key + ".pub"],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=logf,
-                start_new_session=True, text=True)
+                text=True)
         r, _, _ = select.select([self.proc.stdout], [], [], 10)
         if not r or self.proc.stdout.readline().strip() != "listening":
+            with open(self.log_path, errors="replace") as f:
+                said = f.read()[-2000:]
             self.close()
-            raise RuntimeError("ssh_echo_vm did not start; see %s" % self.log_path)
+            raise RuntimeError("ssh_echo_vm did not start: %s" % said)
         return self
 
     def vm_config(self, name):
@@ -282,7 +282,7 @@ class EchoVm:
 
     def close(self):
         if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)   # its own group, made above
+            self.proc.terminate()       # our own child, by its pid
             self.proc.wait(timeout=30)
         if self.proc and self.proc.stdout:
             self.proc.stdout.close()

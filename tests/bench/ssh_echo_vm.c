@@ -54,7 +54,7 @@ static void die(const char *what, const char *detail)
     exit(2);
 }
 
-/* One connection, in its own process. */
+/* One connection, served by its own thread. */
 typedef struct conn {
     ssh_key authorized;
     ssh_channel chan;
