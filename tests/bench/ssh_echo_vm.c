@@ -182,8 +182,12 @@ static void serve(ssh_session session, ssh_key authorized)
     if (ssh_handle_key_exchange(session) != SSH_OK)
         return;
     ssh_event ev = ssh_event_new();
-    if (!ev || ssh_event_add_session(ev, session) != SSH_OK)
+    if (!ev)
         return;
+    if (ssh_event_add_session(ev, session) != SSH_OK) {
+        ssh_event_free(ev);
+        return;
+    }
     while (!c.done && ssh_is_connected(session))
         if (ssh_event_dopoll(ev, -1) == SSH_ERROR)
             break;
