@@ -39,7 +39,6 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 import ssh_bench as sb  # noqa: E402  (its sshd, meters and load generator)
@@ -498,24 +497,15 @@ def table(res):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--posternd", default=os.path.join(ROOT, "build", "release", "posternd"),
-                    help="the gateway to measure (default: build/release/posternd)")
+    sb.add_common_args(ap)
     ap.add_argument("--quick", action="store_true",
                     help="smoke check: 20 MiB bulk, 1 round (about 1.5 minutes)")
     ap.add_argument("--bulk-mb", type=int, help="MiB of zeros to base64 (default 200)")
     ap.add_argument("--rounds", type=int, help="off/on bulk pairs (default 3)")
     ap.add_argument("--keys-per-second", type=float, default=3.0,
                     help="typing speed of the interactive script (default 3)")
-    ap.add_argument("--vm-cpus", default="",
-                    help="comma-separated CPUs for sshd and its sessions (the VMs); the "
-                         "gateways and the clients get the others (default: all share)")
-    ap.add_argument("--vm-nice", type=int, default=0,
-                    help="nice value for sshd and its sessions, standing for VMs on "
-                         "other machines (default 0: they compete with the gateway)")
     ap.add_argument("--skip-bulk", action="store_true")
     ap.add_argument("--skip-interactive", action="store_true")
-    ap.add_argument("--out", default=os.path.join(HERE, "results"),
-                    help="directory for the JSON file (default tests/bench/results)")
     args = ap.parse_args()
     args.bulk_mb = args.bulk_mb or (20 if args.quick else 200)
     args.rounds = args.rounds or (1 if args.quick else 3)

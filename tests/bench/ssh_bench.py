@@ -460,7 +460,9 @@ class Bench:
 
     def open_sessions(self, mode, n, extra=()):
         lg = Loadgen(self.loadgen, self.common_argv(mode) + ["--sessions", str(n), *extra],
-                     os.path.join(self.tmp, "loadgen.stderr"), cpus=getattr(self.args, "client_cpu_set", None),
+                     os.path.join(self.tmp, "loadgen.stderr"),
+                     # recording_bench.py shares this and has no such options.
+                     cpus=getattr(self.args, "client_cpu_set", None),
                      batch=getattr(self.args, "client_batch", False))
         ev = lg.event("open", timeout=60 + 2.0 * n)
         if ev["failed"]:
@@ -782,9 +784,8 @@ def start_vm_sshd(args, echo_exe=None):
     every session, is moved). --vm-nice lowers their priority instead. Either
     keeps the machine's own overload out of the "added" figures; neither
     measures the crowded box."""
-    vm_cpus = set()
-    if args.vm_cpus:
-        vm_cpus = {int(c) for c in args.vm_cpus.split(",")}
+    vm_cpus = cpu_set(args.vm_cpus)
+    if vm_cpus:
         mine = os.sched_getaffinity(0) - vm_cpus
         if not mine:
             raise SystemExit("--vm-cpus leaves no CPU for the gateway")
@@ -799,6 +800,26 @@ def start_vm_sshd(args, echo_exe=None):
         os.setpriority(os.PRIO_PROCESS, sshd.proc.pid, args.vm_nice)
         log("sshd and its sessions run at nice %d" % args.vm_nice)
     return sshd
+
+
+def cpu_set(text):
+    """"0,1" -> {0, 1}; "" -> no CPUs named."""
+    return {int(c) for c in text.split(",")} if text else set()
+
+
+def add_common_args(ap):
+    """The options both benches take: the gateway to measure, where the
+    stand-in VMs run, and where the results go."""
+    ap.add_argument("--posternd", default=os.path.join(ROOT, "build", "release", "posternd"),
+                    help="the gateway to measure (default: build/release/posternd)")
+    ap.add_argument("--vm-cpus", default="",
+                    help="comma-separated CPUs for the VMs (sshd and its sessions); the "
+                         "gateway side gets the others (default: all share)")
+    ap.add_argument("--vm-nice", type=int, default=0,
+                    help="nice value for sshd and its sessions, standing for VMs on "
+                         "other machines (default 0: they compete with the gateway)")
+    ap.add_argument("--out", default=os.path.join(HERE, "results"),
+                    help="directory for the JSON file (default tests/bench/results)")
 
 
 def check_can_run(args):
@@ -835,8 +856,7 @@ def run_and_report(bench, args, name, table_fn, recorded_args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--posternd", default=os.path.join(ROOT, "build", "release", "posternd"),
-                    help="the gateway to measure (default: build/release/posternd)")
+    add_common_args(ap)
     ap.add_argument("--quick", action="store_true",
                     help="smoke check: N = 1, 20; fewer keys; 20 MiB bulk (under a minute)")
     ap.add_argument("--sizes", help="comma-separated session counts (default 1,100,500)")
@@ -852,12 +872,6 @@ def main():
     ap.add_argument("--skip-direct", action="store_true",
                     help="measure through the gateway only (no direct baseline)")
     ap.add_argument("--skip-bulk", action="store_true", help="no bulk transfer")
-    ap.add_argument("--vm-cpus", default="",
-                    help="comma-separated CPUs for sshd and its sessions (the VMs); the "
-                         "gateway and the client get the others (default: all share)")
-    ap.add_argument("--vm-nice", type=int, default=0,
-                    help="nice value for sshd and its sessions, standing for VMs on "
-                         "other machines (default 0: they compete with the gateway)")
     ap.add_argument("--vm", choices=("sshd", "echo"), default="sshd",
                     help="what stands for the VMs: OpenSSH's sshd with `cat` (default), or "
                          "ssh_echo_vm, which does only the SSH part of the work (no bulk)")
@@ -880,8 +894,6 @@ def main():
     ap.add_argument("--warmup", type=int, default=5,
                     help="keys each session types before the measured ones, reported "
                          "apart (default 5)")
-    ap.add_argument("--out", default=os.path.join(HERE, "results"),
-                    help="directory for the JSON file (default tests/bench/results)")
     args = ap.parse_args()
     if args.quick:
         args.sizes = args.sizes or "1,20"
@@ -892,8 +904,7 @@ def main():
     args.keys = args.keys or 200
     args.bulk_mb = args.bulk_mb or 200
     args.echo_timeout = args.echo_timeout or 10.0
-    args.client_cpu_set = {int(c) for c in args.client_cpus.split(",")} if args.client_cpus \
-        else None
+    args.client_cpu_set = cpu_set(args.client_cpus)
     if args.vm == "echo" and not args.skip_bulk:
         log("--vm echo: no bulk phase (the echo VM runs no commands)")
         args.skip_bulk = True
