@@ -22,8 +22,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define MS_PER_DAY INT64_C(86400000)
-
 /* Called for each day folder in range, newest first: 0 to go on, 1 to
  * stop, or a negative code (which stops the walk and is returned). */
 typedef int (*day_fn)(void *ctx, int dayfd, const char *daypath);
@@ -39,7 +37,7 @@ static bool day_in_range(const walk_opts *o, int64_t start)
 {
     if (o->to_ms && start > o->to_ms)
         return false;
-    if (o->from_ms && start + MS_PER_DAY - 1 < o->from_ms)
+    if (o->from_ms && start + REC_MS_PER_DAY - 1 < o->from_ms)
         return false;
     return true;
 }
@@ -257,7 +255,7 @@ int rec_info_read(const char *cast_path, rec_info *out)
     snprintf(sigpath, sizeof(sigpath), "%s.sig", cast_path);
     char *text = NULL;
     size_t len = 0;
-    int src = rec_read_small_file(AT_FDCWD, sigpath, REC_MANIFEST_MAX, true, &text, &len);
+    int src = rec_read_small_file(AT_FDCWD, sigpath, REC_MANIFEST_MAX, true, &text, &len, NULL);
     if (src != -ENOENT) {
         out->signed_ = true;
         rec_manifest m;
@@ -287,6 +285,13 @@ static int newest_first(const void *a, const void *b)
     if (x->started_ms != y->started_ms)
         return x->started_ms < y->started_ms ? 1 : -1;
     return strcmp(y->id, x->id);
+}
+
+static void free_names(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
 }
 
 /* The "<id>.cast" names in a day folder (regular files only), malloc'd. */
@@ -326,21 +331,12 @@ static int day_casts(int dayfd, char ***names, size_t *n)
     }
     closedir(d);
     if (rc != 0) {
-        for (size_t i = 0; i < cnt; i++)
-            free(v[i]);
-        free(v);
+        free_names(v, cnt);
         return rc;
     }
     *names = v;
     *n = cnt;
     return 0;
-}
-
-static void free_names(char **v, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free(v[i]);
-    free(v);
 }
 
 static int list_day(void *vctx, int dayfd, const char *daypath)
@@ -410,13 +406,9 @@ typedef struct {
 
 static void sweep_leftovers(sweep_ctx *c, int dayfd)
 {
-    int fd = openat(dayfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-    if (!d) {
-        if (fd >= 0)
-            close(fd);
+    DIR *d;
+    if (rec_dir_stream(dayfd, &d) != 0)
         return;
-    }
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
         /* Manifests whose recording is gone, and temporary manifests a
@@ -489,8 +481,8 @@ int rec_sweep(const char *state_dir, int retention_days, int64_t now_ms,
         return -EINVAL;
     int y, m, d;
     rec_day_of(now_ms, &y, &m, &d);
-    sweep_ctx c = {rec_day_start_ms(y, m, d) - (int64_t)retention_days * MS_PER_DAY, on_deleted,
-                   ud, 0};
+    sweep_ctx c = {rec_day_start_ms(y, m, d) - (int64_t)retention_days * REC_MS_PER_DAY,
+                   on_deleted, ud, 0};
     /* to_ms is inclusive: the last millisecond before the cutoff day. */
     walk_opts o = {.to_ms = c.cutoff_ms - 1, .prune = true, .fn = sweep_day, .ctx = &c};
     if (o.to_ms <= 0)

@@ -21,6 +21,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <uv.h>
 
 #define REC_SHA256_LEN 32
@@ -45,6 +46,9 @@
 #define REC_PEM_MAX (64u << 10)
 
 /* ---- names.c ---------------------------------------------------------- */
+
+/* Epoch time counts no leap seconds: every UTC day is this long. */
+#define REC_MS_PER_DAY INT64_C(86400000)
 
 /* [0-9a-f]{1,REC_ID_MAX}. */
 bool rec_id_valid(const char *id);
@@ -79,9 +83,12 @@ int rec_open_regular(const char *path, uint64_t *size);
 
 /* Reads a whole regular file of at most max bytes (no symlink followed
  * when nofollow) into a malloc'd, NUL-terminated buffer. 0, -EFBIG when
- * larger, -EINVAL when not a regular file, or another negative code. */
+ * larger, -EINVAL when not a regular file, or another negative code. On
+ * success *mode, unless mode is NULL, is the st_mode of the file read: a
+ * caller checking permissions looks at that file, not at whatever the path
+ * names by then. */
 int rec_read_small_file(int dirfd, const char *path, size_t max, bool nofollow, char **out,
-                        size_t *outlen);
+                        size_t *outlen, mode_t *mode);
 
 /* ---- asciicast.c -------------------------------------------------------- */
 
@@ -300,7 +307,6 @@ struct recording {
 struct rec_store {
     uv_loop_t *loop;
     uv_async_t async; /* the writer's notifications; data = the store */
-    char *state_dir;
     char *recordings_dir;
     EVP_PKEY *key;
     char *pub_pem;

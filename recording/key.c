@@ -90,18 +90,19 @@ static int load_private(const char *path, EVP_PKEY **key, char *err, size_t errl
 {
     char *pem = NULL;
     size_t len = 0;
-    int rc = rec_read_small_file(AT_FDCWD, path, REC_PEM_MAX, true, &pem, &len);
+    mode_t mode = 0;
+    int rc = rec_read_small_file(AT_FDCWD, path, REC_PEM_MAX, true, &pem, &len, &mode);
     if (rc != 0) {
         if (rc != -ENOENT)
             snprintf(err, errlen, "cannot read %s: %s", path, pst_strerror(rc));
         return rc;
     }
-    struct stat sb;
     /* Like OpenSSH with its host keys: a signing key others can read is a
-     * key others may have copied; say so rather than sign with it. */
-    if (lstat(path, &sb) == 0 && (sb.st_mode & 077) != 0) {
+     * key others may have copied; say so rather than sign with it. The mode
+     * is the one of the file read, not of what the path names now. */
+    if ((mode & 077) != 0) {
         snprintf(err, errlen, "%s is accessible to others (mode %03o); chmod 600 it", path,
-                 (unsigned)(sb.st_mode & 0777));
+                 (unsigned)(mode & 0777));
         rc = PST_E_DENIED;
         goto out;
     }
@@ -156,7 +157,7 @@ static int sync_public(const char *path, const char *pem, char *err, size_t errl
 {
     char *cur = NULL;
     size_t len = 0;
-    int rc = rec_read_small_file(AT_FDCWD, path, REC_PEM_MAX, true, &cur, &len);
+    int rc = rec_read_small_file(AT_FDCWD, path, REC_PEM_MAX, true, &cur, &len, NULL);
     bool same = rc == 0 && strcmp(cur, pem) == 0;
     free(cur);
     if (same)
@@ -225,7 +226,7 @@ int rec_public_key_read_file(const char *path, char **pem, char *err, size_t err
     *pem = NULL;
     char *buf = NULL;
     size_t len = 0;
-    int rc = rec_read_small_file(AT_FDCWD, path, REC_PEM_MAX, false, &buf, &len);
+    int rc = rec_read_small_file(AT_FDCWD, path, REC_PEM_MAX, false, &buf, &len, NULL);
     if (rc != 0) {
         snprintf(err, errlen, "cannot read %s: %s", path, pst_strerror(rc));
         return rc;

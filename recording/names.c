@@ -17,8 +17,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define MS_PER_DAY INT64_C(86400000)
-
 bool rec_id_valid(const char *id)
 {
     size_t n = 0;
@@ -74,7 +72,7 @@ static void civil_from_days(int64_t z, int64_t *y, int *m, int *d)
 
 void rec_day_of(int64_t ms, int *year, int *month, int *day)
 {
-    int64_t days = ms / MS_PER_DAY - (ms % MS_PER_DAY < 0);
+    int64_t days = ms / REC_MS_PER_DAY - (ms % REC_MS_PER_DAY < 0);
     int64_t y;
     civil_from_days(days, &y, month, day);
     *year = (int)y;
@@ -82,7 +80,7 @@ void rec_day_of(int64_t ms, int *year, int *month, int *day)
 
 int64_t rec_day_start_ms(int year, int month, int day)
 {
-    return days_from_civil(year, month, day) * MS_PER_DAY;
+    return days_from_civil(year, month, day) * REC_MS_PER_DAY;
 }
 
 bool rec_day_valid(int year, int month, int day)
@@ -218,7 +216,7 @@ int rec_unhex(const char *in, size_t inlen, uint8_t *out, size_t len)
 }
 
 int rec_read_small_file(int dirfd, const char *path, size_t max, bool nofollow, char **out,
-                        size_t *outlen)
+                        size_t *outlen, mode_t *mode)
 {
     *out = NULL;
     *outlen = 0;
@@ -282,6 +280,8 @@ int rec_read_small_file(int dirfd, const char *path, size_t max, bool nofollow, 
     buf[len] = '\0';
     *out = buf;
     *outlen = len;
+    if (mode)
+        *mode = sb.st_mode;
     buf = NULL;
 out:
     free(buf);

@@ -41,6 +41,18 @@ void rec_note_push_locked(rec_store *st, rec_note *n)
     st->notes_tail = n;
 }
 
+/* Appends j to the writer's queue. The caller holds st->lock and decides
+ * whether to signal st->wake (enqueue does not while the writer naps). */
+static void job_push_locked(rec_store *st, rec_job *j)
+{
+    j->next = NULL;
+    if (st->jobs_tail)
+        st->jobs_tail->next = j;
+    else
+        st->jobs = j;
+    st->jobs_tail = j;
+}
+
 static void free_recording(recording *r)
 {
     free((char *)r->meta.session_id);
@@ -145,11 +157,10 @@ int rec_store_open(uv_loop_t *loop, const char *state_dir, rec_store **out, char
     if (!st)
         goto nomem;
     st->loop = loop;
-    st->state_dir = strdup(state_dir);
     st->recordings_dir = join(state_dir, "recordings");
     keys_dir = join(state_dir, "keys");
     st->scratch = malloc(REC_EVENT_LINE_MAX);
-    if (!st->state_dir || !st->recordings_dir || !keys_dir || !st->scratch)
+    if (!st->recordings_dir || !keys_dir || !st->scratch)
         goto nomem;
     if ((rc = make_dir(st->recordings_dir, err, errlen)) != 0 ||
         (rc = make_dir(keys_dir, err, errlen)) != 0 ||
@@ -198,7 +209,6 @@ fail:
     if (st) {
         EVP_PKEY_free(st->key);
         free(st->pub_pem);
-        free(st->state_dir);
         free(st->recordings_dir);
         free(st->scratch);
     }
@@ -224,12 +234,7 @@ static void finish(recording *r)
         r->ended_ms = r->meta.started_ms; /* the wall clock stepped back */
     rec_job *j = &r->job_finish;
     uv_mutex_lock(&st->lock);
-    j->next = NULL;
-    if (st->jobs_tail)
-        st->jobs_tail->next = j;
-    else
-        st->jobs = j;
-    st->jobs_tail = j;
+    job_push_locked(st, j);
     uv_cond_signal(&st->wake);
     uv_mutex_unlock(&st->lock);
 }
@@ -261,7 +266,6 @@ void rec_store_close(rec_store *st)
     uv_cond_destroy(&st->wake);
     uv_mutex_destroy(&st->lock);
     EVP_PKEY_free(st->key);
-    free(st->state_dir);
     free(st->recordings_dir);
     free(st->scratch);
     /* pub_pem lives until the handle is closed: "valid as long as the
@@ -349,11 +353,7 @@ int rec_open(rec_store *st, const rec_meta *m, const rec_callbacks *cb, void *ud
     st->live = r;
 
     uv_mutex_lock(&st->lock);
-    if (st->jobs_tail)
-        st->jobs_tail->next = &r->job_open;
-    else
-        st->jobs = &r->job_open;
-    st->jobs_tail = &r->job_open;
+    job_push_locked(st, &r->job_open);
     uv_cond_signal(&st->wake);
     uv_mutex_unlock(&st->lock);
     *out = r;
@@ -395,11 +395,7 @@ static int enqueue(recording *r, rec_job_kind kind, const void *buf, size_t len,
         free(j);
     } else {
         bool was_empty = st->jobs == NULL;
-        if (st->jobs_tail)
-            st->jobs_tail->next = j;
-        else
-            st->jobs = j;
-        st->jobs_tail = j;
+        job_push_locked(st, j);
         r->queued += j->cost;
         if (r->queued > REC_QUEUE_HIGH)
             r->want_drain = true;

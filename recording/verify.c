@@ -186,7 +186,7 @@ rec_verify_result rec_verify_file(const char *cast_path, const char *pub_pem, ch
         return say(REC_VERIFY_ERROR, dl, dn, "cannot open the recording: %s", strerror(errno));
     char *text = NULL;
     size_t len = 0;
-    int rc = rec_read_small_file(AT_FDCWD, sigpath, REC_MANIFEST_MAX, false, &text, &len);
+    int rc = rec_read_small_file(AT_FDCWD, sigpath, REC_MANIFEST_MAX, false, &text, &len, NULL);
     if (rc == -ENOENT)
         return say(REC_VERIFY_UNSIGNED, dl, dn,
                    "no manifest (.sig): still being recorded, or the gateway stopped before "
