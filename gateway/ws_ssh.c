@@ -58,7 +58,6 @@ struct gw_ws_session {
     char vm_name[GW_NAME_MAX + 1];
     out_frame *out_head, *out_tail;
     size_t out_bytes;
-    bool ssh_paused;    /* proxy_ssh_pause(true) in force: out_full || rec_full */
     bool out_full;      /* the queue toward the browser is above WS_OUT_HIGH */
     bool rec_full;      /* the recorder's queue is above REC_QUEUE_HIGH */
     recording *rec;     /* NULL: not recorded (or the recording stopped) */
@@ -105,14 +104,12 @@ static int queue(gw_ws_session *ws, const void *data, size_t len, bool text)
     return 0;
 }
 
-/* The VM is read only while both the browser and the recorder keep up. */
+/* The VM is read only while both the browser and the recorder keep up
+ * (and a required recording is ready). The proxy ignores a repeat. */
 static void apply_pause(gw_ws_session *ws)
 {
-    bool want = ws->out_full || ws->rec_full || ws->rec_waiting;
-    if (want != ws->ssh_paused && ws->ssh) {
-        ws->ssh_paused = want;
-        proxy_ssh_pause(ws->ssh, want);
-    }
+    if (ws->ssh)
+        proxy_ssh_pause(ws->ssh, ws->out_full || ws->rec_full || ws->rec_waiting);
 }
 
 static void send_json(gw_ws_session *ws, json_t *obj)

@@ -79,7 +79,8 @@ int proxy_ssh_write(proxy_ssh *s, const void *buf, size_t len);
 void proxy_ssh_resize(proxy_ssh *s, int cols, int rows);
 
 /* Back-pressure: while paused, the channel is not read, the SSH window
- * fills and the VM's sshd waits. Memory stays bounded. */
+ * fills and the VM's sshd waits. Memory stays bounded. Asking for the
+ * state already in force does nothing. */
 void proxy_ssh_pause(proxy_ssh *s, bool paused);
 
 /* Ends the session (if still running) and frees it once its handles are

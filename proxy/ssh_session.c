@@ -185,6 +185,15 @@ static void on_exit_status(ssh_session session, ssh_channel channel, int status,
     ((proxy_ssh *)userdata)->exit_status = status;
 }
 
+/* The terminal size asked for last, if the VM has not been told yet. */
+static void send_resize(proxy_ssh *s)
+{
+    if (!s->resize_pending)
+        return;
+    s->resize_pending = false;
+    ssh_channel_change_pty_size(s->ch, s->cols, s->rows);
+}
+
 static bool check_host_key(proxy_ssh *s)
 {
     ssh_key key = NULL;
@@ -348,10 +357,7 @@ static void advance(proxy_ssh *s)
                 s->cb.on_ready(s->ud);
             if (s->st != ST_RUNNING)
                 return;
-            if (s->resize_pending) {
-                s->resize_pending = false;
-                ssh_channel_change_pty_size(s->ch, s->cols, s->rows);
-            }
+            send_resize(s);
             /* Output that came with the shell's reply waits in libssh. */
             if (drain_held(s))
                 uv_timer_start(&s->timer, on_timer, 0, 0);
@@ -598,10 +604,7 @@ static void on_timer(uv_timer_t *t)
     if (s->close_deferred) {
         /* nothing: settle() finishes the close */
     } else if (s->st == ST_RUNNING) {
-        if (s->resize_pending) {
-            s->resize_pending = false;
-            ssh_channel_change_pty_size(s->ch, s->cols, s->rows);
-        }
+        send_resize(s);
         if (drain_held(s))
             uv_timer_start(&s->timer, on_timer, 0, 0);
         else
@@ -762,8 +765,7 @@ void proxy_ssh_resize(proxy_ssh *s, int cols, int rows)
     s->rows = rows;
     s->resize_pending = true; /* sent once the shell is up, or by the kick */
     if (s->st == ST_RUNNING && !s->busy) {
-        s->resize_pending = false;
-        ssh_channel_change_pty_size(s->ch, cols, rows);
+        send_resize(s);
         arm(s);
     } else if (s->st == ST_RUNNING) {
         uv_timer_start(&s->timer, on_timer, 0, 0);
