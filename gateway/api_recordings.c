@@ -109,9 +109,15 @@ static int audit(gw_server *srv, const char *event, json_t *fields)
     return rc;
 }
 
+/* "live" while its session runs, then "finished" once signed. */
+static const char *state_name(gw_server *srv, const rec_info *r)
+{
+    return is_live(srv, r->id) ? "live" : r->signed_ ? "finished" : "unfinished";
+}
+
 static json_t *info_json(gw_server *srv, const rec_info *r)
 {
-    const char *state = is_live(srv, r->id) ? "live" : r->signed_ ? "finished" : "unfinished";
+    const char *state = state_name(srv, r);
     json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:I,s:I,s:s}", "id", r->id, "user", r->user,
                           "vm", r->vm, "source", r->source, "instance", r->instance,
                           "protocol", r->protocol, "started", (json_int_t)r->started_ms, "size",
@@ -314,23 +320,29 @@ static int answer_one(gw_server *srv, struct lws *wsi, gw_http_conn *conn, rec_j
     uint64_t start = 0, len = job->size;
     int status = 200;
     char range[96], disposition[128];
-    gw_http_header hdrs[4] = {
+    /* The state rides on every part of the file, so that a follower learns
+     * that the session ended without asking for the metadata (which
+     * verifies the whole file and is audited as a view). */
+    const char *state = state_name(srv, &job->info);
+    gw_http_header hdrs[5] = {
         {"accept-ranges:", "bytes"},
         {"cache-control:", "no-store"},
+        {"x-recording-state:", state},
         {"content-disposition:", disposition},
         {"content-range:", range},
     };
-    size_t nh = 3;
+    size_t nh = 4;
     snprintf(disposition, sizeof(disposition), "attachment; filename=\"%s.cast\"", job->id);
     if (job->has_range) {
         if (job->range_start >= job->size) {
             /* A live recording's follower asks past the end until it grows. */
             snprintf(range, sizeof(range), "bytes */%llu", (unsigned long long)job->size);
             gw_http_header unsatisfied[] = {{"content-range:", range},
-                                            {"cache-control:", "no-store"}};
+                                            {"cache-control:", "no-store"},
+                                            {"x-recording-state:", state}};
             static const char msg[] = "{\"error\":\"the range starts past the end\"}";
             return gw_http_respond(wsi, conn, 416, "application/json", msg, sizeof(msg) - 1,
-                                   false, unsatisfied, 2, false);
+                                   false, unsatisfied, 3, false);
         }
         uint64_t last = job->range_end < job->size ? job->range_end : job->size - 1;
         start = job->range_start;
@@ -338,7 +350,7 @@ static int answer_one(gw_server *srv, struct lws *wsi, gw_http_conn *conn, rec_j
         status = 206;
         snprintf(range, sizeof(range), "bytes %llu-%llu/%llu", (unsigned long long)start,
                  (unsigned long long)last, (unsigned long long)job->size);
-        nh = 4;
+        nh = 5;
     }
     int fd = job->fd;
     job->fd = -1; /* the response owns it now */

@@ -294,23 +294,14 @@ function renderVms(vms) {
   applyFilter();
 }
 
-// May replay session recordings: the gateway's "auditor" flag; from a
-// gateway that does not send it, the global actions (admin includes auditor).
-function isAuditor(me) {
-  if (typeof me.auditor === 'boolean') {
-    return me.auditor;
-  }
-  const actions = Array.isArray(me.actions) ? me.actions : [];
-  return actions.indexOf('auditor') >= 0 || actions.indexOf('admin') >= 0;
-}
-
 function enter(me, focus) {
   state.lastRefresh = Date.now();
   ui.whoName.textContent = me.user || '';
   const roles = Array.isArray(me.roles) ? me.roles : [];
   ui.whoRoles.textContent = roles.length ? roles.join(', ') : '';
   ui.whoRoles.hidden = roles.length === 0;
-  ui.recordings.hidden = !isAuditor(me);
+  // /api/me always says whether this user may replay recordings.
+  ui.recordings.hidden = me.auditor !== true;
   renderVms(Array.isArray(me.vms) ? me.vms : []);
   show('vms');
   if (focus) {

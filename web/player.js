@@ -30,7 +30,6 @@ import {
 import { FONT_FAMILY, THEME } from '/term-theme.js';
 
 const FOLLOW_MS = 2000;          // a live recording is fetched again this often
-const META_EVERY_MS = 10000;     // ...and asked whether it ended at most this often
 const FETCH_TIMEOUT_MS = 60000;
 const SCROLLBACK = 1000;         // lines, on both terminals and in snapshots
 const TICK_MAX_MS = 250;         // the clock on the page moves at least this often
@@ -88,8 +87,6 @@ const state = {
   seekWanted: null,     // the target to seek to once they are
   dragging: false,      // the seek bar is held: do not move it under the pointer
   followTimer: null,
-  quiet: 0,             // follow rounds in a row that brought nothing
-  lastMeta: 0,
   fontQueued: false,
 };
 
@@ -237,6 +234,14 @@ class FetchError extends Error {
 // A server that ignores Range answers with the whole file: the part
 // already seen is cut off here.
 let lastByte = -1;
+// What the gateway said of the recording with the last part of it:
+// "live" while its session runs.
+let castState = null;
+
+// The recording's metadata and signature check (audited as a view).
+async function fetchRec() {
+  return (await api('GET', '/api/recordings/' + encodeURIComponent(recId))).recording;
+}
 
 async function fetchCast(offset) {
   const from = offset > 0 ? offset - 1 : 0;
@@ -252,6 +257,7 @@ async function fetchCast(offset) {
     res = await fetch('/api/recordings/' + encodeURIComponent(recId) + '/cast', {
       headers, credentials: 'same-origin', cache: 'no-store', redirect: 'error', signal: ctl.signal,
     });
+    castState = res.headers.get('X-Recording-State') || castState;
     if (res.status === 416) {
       return new Uint8Array(0); // nothing at or past `from`: nothing new
     }
@@ -748,23 +754,19 @@ async function follow() {
     return;
   }
   if (bytes.length) {
-    state.quiet = 0;
     try {
       takeEvents(parser.push(bytes));
     } catch (err) {
       fail(err);
       return;
     }
-  } else {
-    state.quiet++;
   }
-  // Nothing new for a while: perhaps the session ended (the gateway then
-  // signs the file). Asked at most every META_EVERY_MS.
-  if (state.quiet >= 2 && Date.now() - state.lastMeta >= META_EVERY_MS) {
-    state.lastMeta = Date.now();
+  // Every part of the file comes with the recording's state: once the
+  // session has ended, the metadata is fetched, once.
+  if (castState && castState !== 'live') {
     let rec = null;
     try {
-      rec = (await api('GET', '/api/recordings/' + encodeURIComponent(recId))).recording;
+      rec = await fetchRec();
     } catch (err) {
       if (err.status === 401 || err.status === 403 || err.status === 404) {
         recordingGone(err);
@@ -813,7 +815,7 @@ function recheckSignature(tries) {
   }
   setTimeout(async function () {
     try {
-      const rec = (await api('GET', '/api/recordings/' + encodeURIComponent(recId))).recording;
+      const rec = await fetchRec();
       if (rec && typeof rec === 'object') {
         state.rec = rec;
         showFacts(rec);
@@ -950,8 +952,7 @@ async function boot() {
 
   let rec;
   try {
-    const body = await api('GET', '/api/recordings/' + encodeURIComponent(recId));
-    rec = body.recording;
+    rec = await fetchRec();
     if (!rec || typeof rec !== 'object') {
       throw new Error('The gateway sent no recording.');
     }
@@ -970,7 +971,6 @@ async function boot() {
   }
   state.rec = rec;
   state.live = rec.state === 'live';
-  state.lastMeta = Date.now();
   showFacts(rec);
   showVerify(rec);
   ui.download.href = '/api/recordings/' + encodeURIComponent(recId) + '/cast';

@@ -510,6 +510,9 @@ class FileTests(RecCase):
         self.assertEqual(rec["verification"]["result"], "UNSIGNED", rec)
         listed = {x["id"]: x for x in a.get("/api/recordings").json()["recordings"]}
         self.assertEqual(listed[sid]["state"], "live")
+        # A follower of the file learns the state from the file's answers.
+        r = a.get("/api/recordings/%s/cast" % sid, headers={"Range": "bytes=1-"})
+        self.assertEqual((r.status, r.header("X-Recording-State")), (206, "live"), r)
 
         exit_and_wait_signed(self.gw, c, sid)
         r = verify(path)
@@ -521,6 +524,8 @@ class FileTests(RecCase):
         rec = wait_until(settled, 5, message="the recording to leave the live state")
         self.assertEqual((rec["state"], rec["verification"]["result"]), ("finished", "OK"), rec)
         self.assertIsInstance(rec["ended"], int)
+        r = a.get("/api/recordings/%s/cast" % sid, headers={"Range": "bytes=1-"})
+        self.assertEqual((r.status, r.header("X-Recording-State")), (206, "finished"), r)
 
 
 # ---------------------------------------------------------------------------
@@ -695,6 +700,7 @@ class ApiTests(RecCase):
         self.assertEqual(r.body, data)
         self.assertEqual(r.header("Content-Type"), "application/x-asciicast")
         self.assertEqual(r.header("Accept-Ranges"), "bytes")
+        self.assertEqual(r.header("X-Recording-State"), "finished")
 
         for start in (1, 1000, 70000, size - 1):
             with self.subTest(start=start):
@@ -714,6 +720,7 @@ class ApiTests(RecCase):
                           headers={"Range": "bytes=%d-" % start})
                 self.assertEqual(r.status, 416, r)
                 self.assertEqual(r.header("Content-Range"), "bytes */%d" % size)
+                self.assertEqual(r.header("X-Recording-State"), "finished")
                 self.assertNotIn(b'"version"', r.body)
 
     def test_listing_viewing_and_downloading_are_audited(self):
