@@ -27,6 +27,11 @@ export function sentence(text) {
   return /[.!?]$/.test(first) ? first : first + '.';
 }
 
+// 1, 'machine', 'machines' -> "1 machine"; 3 -> "3 machines".
+export function plural(n, one, many) {
+  return n + ' ' + (n === 1 ? one : many);
+}
+
 export async function api(method, path, body) {
   const headers = { Accept: 'application/json' };
   const init = {

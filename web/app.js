@@ -4,7 +4,7 @@
 // `hidden` attribute. Everything the server sends is put into the page with
 // textContent, never parsed as HTML. Loaded as a module from /app.js: the
 // CSP (script-src 'self') forbids inline scripts.
-import { api, setMessage } from '/api.js';
+import { api, plural, setMessage } from '/api.js';
 
 const HEALTH_INTERVAL_MS = 30000;
 const REFRESH_MIN_MS = 30000;   // re-check the session on return at most this often
@@ -56,10 +56,6 @@ const state = {
 };
 
 // ---- small helpers -----------------------------------------------------
-
-function plural(n, one, many) {
-  return n + ' ' + (n === 1 ? one : many);
-}
 
 function formatWait(seconds) {
   if (seconds < 60) {

@@ -300,6 +300,33 @@ export function seekPlan(current, target, snap) {
 
 // ---- words ----------------------------------------------------------------------
 
+// Where the recordings list (recordings.js) keeps its filters ("?user=..."),
+// in sessionStorage, for the player's link back to it.
+export const QUERY_KEY = 'postern.recordings.query';
+
+// A recording's start (ms since the epoch) as the pages show it.
+export function formatStarted(ms) {
+  return new Date(ms).toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
+}
+
+// A recording's wall-clock length in seconds from its metadata, or null
+// when it has not ended (or the times make no sense).
+export function recordedSeconds(rec) {
+  if (rec && Number.isFinite(rec.started) && Number.isFinite(rec.ended) && rec.ended >= rec.started) {
+    return (rec.ended - rec.started) / 1000;
+  }
+  return null;
+}
+
+// The gateway's signature check as ok | pending | bad: UNSIGNED is only
+// pending while the session is still recorded (it is signed when it ends).
+export function verifyKind(result, live) {
+  if (result === 'OK') {
+    return 'ok';
+  }
+  return result === 'UNSIGNED' && live ? 'pending' : 'bad';
+}
+
 // 75.3 -> "1:15", 3725 -> "1:02:05".
 export function formatClock(seconds) {
   const s = Math.max(0, Math.floor(seconds + 1e-6));

@@ -22,12 +22,12 @@
 // paused | ended | error, body[data-seeked] the time of the last seek once
 // the terminal shows it, window.posternTerm the page's Terminal and
 // window.posternPlayer the parsed recording, its timeline and snapshots.
-import { api, sentence } from '/api.js';
+import { api, plural, sentence } from '/api.js';
 import {
-  CastError, CastParser, IDLE_LIMIT, SnapshotIndex, Timeline, formatClock, formatSize,
-  parseSize, seekPlan,
+  CastError, CastParser, IDLE_LIMIT, QUERY_KEY, SnapshotIndex, Timeline, formatClock, formatSize,
+  formatStarted, parseSize, recordedSeconds, seekPlan, verifyKind,
 } from '/cast.js';
-import { FONT_FAMILY, THEME } from '/term-theme.js';
+import { FONT_FAMILY, FONT_SIZE, LINE_HEIGHT, THEME } from '/term-theme.js';
 
 const FOLLOW_MS = 2000;          // a live recording is fetched again this often
 const FETCH_TIMEOUT_MS = 60000;
@@ -132,11 +132,19 @@ function backHref() {
   // The list's filters, as it last showed them (recordings.js keeps them).
   let q = '';
   try {
-    q = sessionStorage.getItem('postern.recordings.query') || '';
+    q = sessionStorage.getItem(QUERY_KEY) || '';
   } catch (err) {
     // storage disabled: the plain list
   }
   return '/recordings.html' + (/^\?[\w%.+&=-]*$/.test(q) ? q : '');
+}
+
+// Tells on the status line how many damaged lines were skipped, if any.
+function damageNote() {
+  if (parser.bad) {
+    say(statusWords() + ' ' + plural(parser.bad, 'damaged line was', 'damaged lines were') +
+      ' skipped.');
+  }
 }
 
 function writeAsync(t, data) {
@@ -159,9 +167,7 @@ function showFacts(rec) {
   ui.source.textContent = String(rec.source || '\u2014');
   ui.instance.textContent = String(rec.instance || '\u2014');
   const started = Number(rec.started);
-  ui.started.textContent = Number.isFinite(started) ? new Date(started).toLocaleString(undefined, {
-    dateStyle: 'medium', timeStyle: 'medium',
-  }) : '\u2014';
+  ui.started.textContent = Number.isFinite(started) ? formatStarted(started) : '\u2014';
   showLength();
   ui.size.textContent = formatSize(Number(rec.size)) || '\u2014';
   ui.facts.hidden = false;
@@ -171,9 +177,9 @@ function showFacts(rec) {
 // Wall-clock length from the metadata when it has ended, else the
 // recording's own last event.
 function showLength() {
-  const rec = state.rec;
-  if (rec && Number.isFinite(rec.started) && Number.isFinite(rec.ended) && rec.ended >= rec.started) {
-    ui.length.textContent = formatClock((rec.ended - rec.started) / 1000);
+  const seconds = recordedSeconds(state.rec);
+  if (seconds !== null) {
+    ui.length.textContent = formatClock(seconds);
   } else {
     ui.length.textContent = formatClock(timeline.duration(false)) + (state.live ? ' so far' : '');
   }
@@ -192,14 +198,12 @@ function showVerify(rec) {
   const v = rec && rec.verification && typeof rec.verification === 'object' ? rec.verification : null;
   const result = v && typeof v.result === 'string' ? v.result : '';
   const detail = v && typeof v.detail === 'string' ? v.detail.trim() : '';
-  let kind = 'bad';
+  const kind = verifyKind(result, state.live);
   let text;
-  if (result === 'OK') {
-    kind = 'ok';
+  if (kind === 'ok') {
     text = VERIFY_WORDS.OK;
-  } else if (result === 'UNSIGNED' && state.live) {
+  } else if (kind === 'pending') {
     // Expected: the signature is written when the session ends.
-    kind = 'pending';
     text = 'Not signed yet: the session is still being recorded; the gateway signs the ' +
       'recording when it ends.';
   } else if (Object.prototype.hasOwnProperty.call(VERIFY_WORDS, result)) {
@@ -319,8 +323,8 @@ function createTerminals(cols, rows) {
     disableStdin: true,    // a replay: keys go to the player, not to a shell
     cursorBlink: false,
     fontFamily: FONT_FAMILY,
-    fontSize: 14,
-    lineHeight: 1.1,
+    fontSize: FONT_SIZE,
+    lineHeight: LINE_HEIGHT,
     theme: THEME,
   });
   // Before open(): the canvas renderer from the start, so the DOM renderer
@@ -713,10 +717,7 @@ function takeEvents(events) {
   } else if (state.playing && !state.tickTimer) {
     tick();
   }
-  if (parser.bad) {
-    say(statusWords() + ' ' + parser.bad + ' damaged line' + (parser.bad === 1 ? ' was' : 's were') +
-      ' skipped.');
-  }
+  damageNote();
   showLength();
   if (state.live) {
     ui.size.textContent = formatSize(parser.bytes) + ' so far';
@@ -1013,10 +1014,7 @@ async function boot() {
   enableControls();
   setState('ready');
   refresh();
-  if (parser.bad) {
-    say(statusWords() + ' ' + parser.bad + ' damaged line' + (parser.bad === 1 ? ' was' : 's were') +
-      ' skipped.');
-  }
+  damageNote();
   if (state.live) {
     scheduleFollow();
   }

@@ -8,11 +8,12 @@
 // the back button and a shared link show the same list; the player's
 // "All recordings" link comes back to it through sessionStorage. Every
 // value from the gateway goes into the page with textContent.
-import { api, setMessage } from '/api.js';
-import { formatClock, formatSize } from '/cast.js';
+import { api, plural, setMessage } from '/api.js';
+import {
+  QUERY_KEY, formatClock, formatSize, formatStarted, recordedSeconds, verifyKind,
+} from '/cast.js';
 
 const FILTERS = ['user', 'vm', 'from', 'to', 'q'];
-const QUERY_KEY = 'postern.recordings.query';
 
 const $ = function (id) { return document.getElementById(id); };
 
@@ -44,14 +45,6 @@ const ui = {
 let loadSeq = 0; // the latest listing asked for; older answers are dropped
 
 // ---- small helpers -----------------------------------------------------------
-
-function plural(n, one, many) {
-  return n + ' ' + (n === 1 ? one : many);
-}
-
-function formatStarted(ms) {
-  return new Date(ms).toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
-}
 
 // The filters in the address bar, as an object with the five keys.
 function filtersFromUrl() {
@@ -140,10 +133,8 @@ function lengthText(rec) {
   if (rec.state === 'live') {
     return 'running';
   }
-  if (Number.isFinite(rec.started) && Number.isFinite(rec.ended) && rec.ended >= rec.started) {
-    return formatClock((rec.ended - rec.started) / 1000);
-  }
-  return '\u2014';
+  const seconds = recordedSeconds(rec);
+  return seconds === null ? '\u2014' : formatClock(seconds);
 }
 
 // The signature badge, fetched when asked for: checking means reading the
@@ -170,8 +161,9 @@ async function checkSignature(button, rec) {
     return;
   }
   const badge = document.createElement('span');
-  const pending = result === 'UNSIGNED' && rec.state === 'live';
-  badge.className = 'badge ' + (result === 'OK' ? 'badge-ok' : pending ? 'badge-warn' : 'badge-bad');
+  const kind = verifyKind(result, rec.state === 'live');
+  const pending = kind === 'pending';
+  badge.className = 'badge ' + (pending ? 'badge-warn' : 'badge-' + kind);
   badge.textContent = result;
   badge.title = pending ? 'Signed when the session ends.' : detail;
   if (detail && !pending) {

@@ -20,7 +20,7 @@
 // live only in the connect message's closure until it is sent. Everything
 // the gateway says is shown with textContent.
 import { api, sentence, setMessage } from '/api.js';
-import { FONT_FAMILY, THEME } from '/term-theme.js';
+import { FONT_FAMILY, FONT_SIZE, LINE_HEIGHT, THEME } from '/term-theme.js';
 
 const KEY_MAX_BYTES = 32 * 1024;  // the gateway takes messages up to 64 KiB
 const READY = 'ready: send connect';
@@ -196,8 +196,8 @@ function createTerminal() {
   term = new window.Terminal({
     cursorBlink: true,
     fontFamily: FONT_FAMILY,
-    fontSize: 14,
-    lineHeight: 1.1,
+    fontSize: FONT_SIZE,
+    lineHeight: LINE_HEIGHT,
     scrollback: 5000,
     theme: THEME,
     macOptionIsMeta: true,

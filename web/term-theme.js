@@ -1,9 +1,11 @@
 // The terminal's look, shared by the SSH terminal (ssh.js) and the
 // recording player (player.js): dark in both page schemes, in the
-// console's own colours.
+// console's own colours. Its background is also --term-bg in app.css.
 
 export const FONT_FAMILY =
   '"DejaVu Sans Mono", ui-monospace, Menlo, Consolas, "Liberation Mono", monospace';
+export const FONT_SIZE = 14;     // px (the player then fits it to the window)
+export const LINE_HEIGHT = 1.1;
 
 export const THEME = {
   background: '#12151b',
