@@ -1559,6 +1559,19 @@ def read_audit_log(path):
         return [json.loads(line) for line in f.read().splitlines() if line]
 
 
+def audit_events(gw, event=None, since=0, **fields):
+    """The gateway's audit events from index `since` on, named `event` (any
+    when None), whose fields equal `fields`."""
+    return [e for e in read_audit_log(gw.audit_log_path)[since:]
+            if (event is None or e.get("event") == event)
+            and all(e.get(k) == v for k, v in fields.items())]
+
+
+def audit_mark(gw):
+    """Where the gateway's audit log ends now: a `since` for audit_events."""
+    return len(read_audit_log(gw.audit_log_path))
+
+
 def identity_config(users_file, **extra):
     """A gateway config dict naming a users file, plus extra keys."""
     cfg = {"users_file": users_file}

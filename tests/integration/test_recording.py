@@ -39,7 +39,7 @@ import unittest
 
 from postern_fixtures import (
     SESSION_COOKIE, ApiClient, ConnectionClosed, Sshd, UsersFile, WsConsole, checked_gateway,
-    make_temp_dir, postern, read_audit_log, require_tool, run, wait_until,
+    audit_events, audit_mark, make_temp_dir, postern, require_tool, run, wait_until,
 )
 
 ROLES = {
@@ -155,20 +155,6 @@ def asciinema_cat(path):
     p = subprocess.run([script, "-qec", "asciinema cat " + shlex.quote(path), "/dev/null"],
                        stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
     return p.returncode, ANSI.sub(b"", p.stdout).replace(b"\r", b"")
-
-
-def audit_events(gw, event=None, since=0, **fields):
-    out = []
-    for e in read_audit_log(gw.audit_log_path)[since:]:
-        if event is not None and e.get("event") != event:
-            continue
-        if all(e.get(k) == v for k, v in fields.items()):
-            out.append(e)
-    return out
-
-
-def audit_mark(gw):
-    return len(read_audit_log(gw.audit_log_path))
 
 
 def start_gateway(vms, cleanup, users=tuple(USERS), **extra):
@@ -925,6 +911,7 @@ class StoreUnavailableTests(RecCase):
         self.addCleanup(c.close)
         c.connect(self.sshd.user, password=self.sshd.password, wait=False)
         msg, code, _ = c.wait_end(timeout=20)
+        self.assertIsNotNone(msg, c.describe())
         self.assertEqual(msg["type"], "error", msg)
         self.assertIn("recording", msg["message"])
         self.assertNotIn("connecting", [m.get("message") for m in c.messages

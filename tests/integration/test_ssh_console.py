@@ -26,7 +26,7 @@ import unittest
 from postern_fixtures import (
     LOOPBACK, ApiClient, HealthPoller, SilentTcpServer, Sshd, UsersFile,
     WsConsole, WsRefused, checked_gateway, free_port, gateway_metrics,
-    make_temp_dir, postern, process_rss_kib, read_audit_log, run, wait_until,
+    audit_events, audit_mark, make_temp_dir, postern, process_rss_kib, run, wait_until,
 )
 
 # ops reaches the VMs tagged lab; dba reaches db* only.
@@ -136,16 +136,10 @@ class ConsoleCase(unittest.TestCase):
         return msg, code, reason
 
     def audit(self, event=None, since=0, **fields):
-        out = []
-        for e in read_audit_log(self.gw.audit_log_path)[since:]:
-            if event is not None and e.get("event") != event:
-                continue
-            if all(e.get(k) == v for k, v in fields.items()):
-                out.append(e)
-        return out
+        return audit_events(self.gw, event, since, **fields)
 
     def audit_mark(self):
-        return len(read_audit_log(self.gw.audit_log_path))
+        return audit_mark(self.gw)
 
     def metric(self, key):
         return gateway_metrics(self.gw).get(key)
