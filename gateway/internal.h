@@ -46,9 +46,10 @@ struct gw_server {
     auth_throttle *throttle_addrs;
     auth_audit *audit;        /* <state_dir>/audit.log */
     char dummy_hash[AUTH_HASH_MAX];
-    uv_timer_t audit_sync_timer;
+    uv_timer_t audit_sync_timer; /* every second; also runs the trim below */
     bool audit_sync_running;
     bool audit_timer_open;
+    bool trim_wanted;         /* the last session ended: malloc_trim on the next tick */
 
     /* recordings */
     struct rec_store *recordings; /* NULL when the store could not be opened */

@@ -425,6 +425,12 @@ static void audit_sync_done(uv_work_t *w, int status)
 static void audit_sync_tick(uv_timer_t *t)
 {
     gw_server *srv = t->data;
+    /* A tick after the last session ended, its memory has been freed too
+     * (the WebSocket's, libssh's close callbacks, the recording's). */
+    if (srv->trim_wanted && gw_server_live_sessions(srv) == 0) {
+        srv->trim_wanted = false;
+        malloc_trim(0);
+    }
     if (srv->audit_sync_running)
         return;
     uv_work_t *w = calloc(1, sizeof(*w));
@@ -729,13 +735,14 @@ static void flush_done(uv_timer_t *t)
 
 void gw_server_session_ended(gw_server *srv)
 {
+    if (gw_server_live_sessions(srv) != 0)
+        return;
     /* glibc keeps freed session memory in its arenas: after a busy hour
-     * the idle gateway would hold its peak. Hand it back when the last
-     * session goes (rare enough that the trim's cost does not matter). */
-    if (gw_server_live_sessions(srv) == 0)
-        malloc_trim(0);
-    if (srv->draining && !srv->stopping && !srv->terminating &&
-        gw_server_live_sessions(srv) == 0 && srv->grace_timer_open) {
+     * the idle gateway would hold its peak. Hand it back once the last
+     * session's memory is freed, which is after this call (rare enough
+     * that the trim's cost does not matter). */
+    srv->trim_wanted = true;
+    if (srv->draining && !srv->stopping && !srv->terminating && srv->grace_timer_open) {
         log_event(LOG_INFO, "drain.complete", "live_sessions=0");
         /* Not from here: we are inside the ending session's callbacks, and
          * stopping destroys every connection, that session's included. */
