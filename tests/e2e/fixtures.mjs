@@ -653,3 +653,65 @@ export async function withPage(browser, name, options, body) {
   }
   assert.deepEqual(found, [], 'the page reported problems');
 }
+
+// ---- signing in and the SSH terminal ----------------------------------------------
+
+// Signs `user` in to the gateway through the API; the context then holds
+// the session cookie.
+export async function signIn(context, gw, user, password) {
+  const res = await context.request.post(gw.baseUrl + '/api/login', {
+    data: { user, password },
+  });
+  assert.equal(res.status(), 200, 'sign-in of ' + user + ': ' + (await res.text()));
+}
+
+// The terminal's lines as text, from xterm.js's buffer (ssh.html and
+// player.html expose window.posternTerm).
+export async function termLines(page) {
+  return page.evaluate(function () {
+    const buf = window.posternTerm.buffer.active;
+    const lines = [];
+    for (let i = 0; i < buf.length; i++) {
+      lines.push(buf.getLine(i).translateToString(true));
+    }
+    return lines;
+  });
+}
+
+// Waits until a terminal line matches re; returns that line.
+export async function waitForLine(page, re, what, timeoutMs = 10000) {
+  return eventually(async function () {
+    return (await termLines(page)).find(function (l) { return re.test(l); });
+  }, what + ' in the terminal (' + re + ')', timeoutMs);
+}
+
+// Waits until the last non-empty terminal line is a shell prompt ("$ " from sh).
+export async function waitForPrompt(page, what = 'a shell prompt') {
+  return eventually(async function () {
+    const lines = (await termLines(page)).filter(function (l) { return l.trim() !== ''; });
+    return lines.length && /\$\s*$/.test(lines[lines.length - 1]);
+  }, what);
+}
+
+// Types a command line into the focused terminal, as a user would.
+export async function typeLine(page, text) {
+  await page.keyboard.type(text);
+  await page.keyboard.press('Enter');
+}
+
+// Fills ssh.html's credentials form with a user name and password and
+// submits it (Enter).
+export async function fillAndConnect(page, user, password) {
+  await page.getByLabel('User name on the machine').fill(user);
+  await page.locator('#ssh-password').fill(password);
+  await page.locator('#ssh-password').press('Enter');
+}
+
+// Waits until ssh.html is connected to linux01 as postern-test (the Sshd
+// account), its form gone, a prompt shown.
+export async function seeConnected(page) {
+  await textMatches(page.locator('#status'), /^Connected to linux01 as postern-test$/,
+    'the status line', 20000);
+  assert.equal(await page.locator('#connect-form').isVisible(), false, 'the form is gone');
+  await waitForPrompt(page);
+}

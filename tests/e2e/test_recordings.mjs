@@ -15,8 +15,8 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 
 import {
-  Gateway, eventually, launchBrowser, prerequisitesWithSshd, screenshot, sleep, stopAll,
-  textMatches, withPage,
+  Gateway, eventually, fillAndConnect, launchBrowser, prerequisitesWithSshd, screenshot,
+  seeConnected, signIn, sleep, stopAll, termLines, textMatches, typeLine, waitForLine, withPage,
 } from './fixtures.mjs';
 
 // The SSH server first: without root or sshd there is nothing to test.
@@ -58,54 +58,12 @@ after(() => stopAll({ browser, gw, sshd }));
 
 // ---- helpers -----------------------------------------------------------------
 
-async function signIn(context, user) {
-  const res = await context.request.post(gw.baseUrl + '/api/login', {
-    data: { user, password: PASSWORD },
-  });
-  assert.equal(res.status(), 200, 'sign-in of ' + user + ': ' + (await res.text()));
-}
-
-// The terminal's lines as text, from xterm.js's buffer: both ssh.html and
-// player.html expose their Terminal as window.posternTerm.
-async function termLines(page) {
-  return page.evaluate(function () {
-    const buf = window.posternTerm.buffer.active;
-    const lines = [];
-    for (let i = 0; i < buf.length; i++) {
-      lines.push(buf.getLine(i).translateToString(true));
-    }
-    return lines;
-  });
-}
-
-async function waitForLine(page, re, what, timeoutMs = 10000) {
-  return eventually(async function () {
-    return (await termLines(page)).find(function (l) { return re.test(l); });
-  }, what + ' in the terminal (' + re + ')', timeoutMs);
-}
-
-async function waitForPrompt(page) {
-  return eventually(async function () {
-    const lines = (await termLines(page)).filter(function (l) { return l.trim() !== ''; });
-    return lines.length && /\$\s*$/.test(lines[lines.length - 1]);
-  }, 'a shell prompt');
-}
-
 // alice's shell on the VM through ssh.html, signed in and connected.
 async function openShell(page, context) {
-  await signIn(context, 'alice');
+  await signIn(context, gw, 'alice', PASSWORD);
   await page.goto(gw.baseUrl + '/ssh.html?vm=' + VM);
-  await page.getByLabel('User name on the machine').fill(sshd.user);
-  await page.locator('#ssh-password').fill(sshd.password);
-  await page.locator('#ssh-password').press('Enter');
-  await textMatches(page.locator('#status'), /^Connected to linux01 as postern-test$/,
-    'the status line', 20000);
-  await waitForPrompt(page);
-}
-
-async function typeLine(page, text) {
-  await page.keyboard.type(text);
-  await page.keyboard.press('Enter');
+  await fillAndConnect(page, sshd.user, sshd.password);
+  await seeConnected(page);
 }
 
 // The recordings the auditor's context sees, by the API.
@@ -236,7 +194,7 @@ test('a recorded session: listed for the auditor, checked, replayed, seeked; ref
     await withPage(browser, 'recordings', {
       logs: [gw, sshd],
     }, async function (page, context) {
-      await signIn(context, 'audrey');
+      await signIn(context, gw, 'audrey', PASSWORD);
       const rec = await waitForRecording(context, known, 'finished');
       known.push(rec.id);
       assert.match(rec.id, /^[0-9a-f]{32}$/);
@@ -411,7 +369,7 @@ test('a live session is shown as recording and can be watched as it grows',
       await openShell(user, userCtx);
 
       await withPage(browser, 'player-live', { logs: [gw, sshd] }, async function (page, context) {
-        await signIn(context, 'audrey');
+        await signIn(context, gw, 'audrey', PASSWORD);
         const rec = await waitForRecording(context, known, 'live');
         known.push(rec.id);
         assert.equal(rec.ended, null, 'no end yet');

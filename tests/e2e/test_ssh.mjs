@@ -14,8 +14,9 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 
 import {
-  Gateway, REPO_ROOT, eventually, focusedId, launchBrowser, prerequisitesWithSshd, run,
-  screenshot, stopAll, textMatches, withPage,
+  Gateway, REPO_ROOT, eventually, fillAndConnect, focusedId, launchBrowser, prerequisitesWithSshd,
+  run, screenshot, seeConnected, signIn, stopAll, termLines, textMatches, typeLine, waitForLine,
+  waitForPrompt, withPage,
 } from './fixtures.mjs';
 
 // The SSH server first: without root or sshd there is nothing to test.
@@ -50,15 +51,6 @@ after(() => stopAll({ browser, gw, sshd }));
 
 // ---- helpers -----------------------------------------------------------------
 
-// Signs in through the API (the login page has its own test): the context
-// then holds the session cookie.
-async function signIn(context, gateway = gw) {
-  const res = await context.request.post(gateway.baseUrl + '/api/login', {
-    data: { user: 'alice', password: PASSWORD },
-  });
-  assert.equal(res.status(), 200, 'sign-in: ' + (await res.text()));
-}
-
 const form = {
   user(page) { return page.getByLabel('User name on the machine'); },
   password(page) { return page.locator('#ssh-password'); },
@@ -68,39 +60,6 @@ const form = {
 };
 
 function status(page) { return page.locator('#status'); }
-
-// The terminal's lines as text, from xterm.js's buffer (ssh.js exposes the
-// Terminal as window.posternTerm).
-async function termLines(page) {
-  return page.evaluate(function () {
-    const buf = window.posternTerm.buffer.active;
-    const lines = [];
-    for (let i = 0; i < buf.length; i++) {
-      lines.push(buf.getLine(i).translateToString(true));
-    }
-    return lines;
-  });
-}
-
-async function waitForLine(page, re, what, timeoutMs = 10000) {
-  return eventually(async function () {
-    return (await termLines(page)).find(function (l) { return re.test(l); });
-  }, what + ' in the terminal (' + re + ')', timeoutMs);
-}
-
-// Waits until the last non-empty line is a shell prompt ("$ " from sh).
-async function waitForPrompt(page, what = 'a shell prompt') {
-  return eventually(async function () {
-    const lines = (await termLines(page)).filter(function (l) { return l.trim() !== ''; });
-    return lines.length && /\$\s*$/.test(lines[lines.length - 1]);
-  }, what);
-}
-
-// Types a command line into the focused terminal, as a user would.
-async function typeLine(page, text) {
-  await page.keyboard.type(text);
-  await page.keyboard.press('Enter');
-}
 
 async function termSize(page) {
   return page.evaluate(function () {
@@ -116,18 +75,6 @@ async function ptySizeMatches(page, what) {
   await waitForLine(page, new RegExp('^' + marker + ' ' + rows + ' ' + cols + '$'),
     what + ': the pty is ' + rows + ' rows by ' + cols + ' columns');
   return { cols, rows };
-}
-
-async function fillAndConnect(page, user, password) {
-  await form.user(page).fill(user);
-  await form.password(page).fill(password);
-  await form.password(page).press('Enter');
-}
-
-async function seeConnected(page) {
-  await textMatches(status(page), /^Connected to linux01 as postern-test$/, 'the status line', 20000);
-  assert.equal(await form.view(page).isVisible(), false, 'the form is gone');
-  await waitForPrompt(page);
 }
 
 // ---- tests -------------------------------------------------------------------
@@ -298,7 +245,7 @@ test('from the machine list to a shell: type, read back, resize, copy, paste, ex
 test('a wrong VM password is told in words; the right one then works',
   { skip, timeout: 60000 }, async function () {
     await withPage(browser, 'ssh-auth', { logs: [gw, sshd] }, async function (page, context) {
-      await signIn(context);
+      await signIn(context, gw, 'alice', PASSWORD);
       await page.goto(gw.baseUrl + '/ssh.html?vm=' + VM);
       await form.user(page).waitFor();
 
@@ -331,7 +278,7 @@ test('a wrong VM password is told in words; the right one then works',
 test('a private key from a file, with its passphrase; a public key is refused in words',
   { skip, timeout: 60000 }, async function () {
     await withPage(browser, 'ssh-key', { logs: [gw, sshd] }, async function (page, context) {
-      await signIn(context);
+      await signIn(context, gw, 'alice', PASSWORD);
       await page.goto(gw.baseUrl + '/ssh.html?vm=' + VM);
       await form.user(page).fill(sshd.user);
       await page.getByRole('radio', { name: 'Private key' }).check();
@@ -386,7 +333,7 @@ test('not signed in, or a machine that is not yours: said in words, with the way
       assert.equal(await page.getByRole('link', { name: 'Sign in' }).getAttribute('href'), '/');
       assert.equal(await form.view(page).isVisible(), false, 'no credentials form');
 
-      await signIn(context);
+      await signIn(context, gw, 'alice', PASSWORD);
       await page.goto(gw.baseUrl + '/ssh.html?vm=db99');
       await textMatches(page.locator('#blocked-text'),
         /^No machine named \u201cdb99\u201d is available to you over SSH\.$/, 'the no-machine message');
@@ -406,7 +353,7 @@ test('an idle session is warned, then closed by the gateway, in words',
     }).start();
     try {
       await withPage(browser, 'ssh-idle', { logs: [igw, sshd] }, async function (page, context) {
-        await signIn(context, igw);
+        await signIn(context, igw, 'alice', PASSWORD);
         await page.goto(igw.baseUrl + '/ssh.html?vm=' + VM);
         await fillAndConnect(page, sshd.user, sshd.password);
         await seeConnected(page);
