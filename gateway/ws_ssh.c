@@ -185,6 +185,16 @@ static void stop_recording(gw_ws_session *ws)
     ws->rec_full = false;
 }
 
+/* The session's two back ends, the VM's SSH and the recording, end. */
+static void close_backends(gw_ws_session *ws)
+{
+    if (ws->ssh) {
+        proxy_ssh_close(ws->ssh);
+        ws->ssh = NULL;
+    }
+    stop_recording(ws);
+}
+
 /* A recording that could not start or stopped: logged and audited. */
 static void note_recording_failed(gw_ws_session *ws, const char *reason)
 {
@@ -210,10 +220,7 @@ static void on_rec_failed(void *ud, const char *message)
     }
     char reason[256];
     snprintf(reason, sizeof(reason), "this VM requires session recording, and %s", message);
-    if (ws->ssh) {
-        proxy_ssh_close(ws->ssh);
-        ws->ssh = NULL;
-    }
+    close_backends(ws);
     unregister(ws, "recording_failed");
     finish(ws, true, reason, -1, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION);
 }
@@ -473,11 +480,7 @@ static void wipe_json_strings(json_t *o)
 static void terminate_entry(gw_session_entry *e, const char *reason)
 {
     gw_ws_session *ws = (gw_ws_session *)((char *)e - offsetof(gw_ws_session, entry));
-    if (ws->ssh) {
-        proxy_ssh_close(ws->ssh);
-        ws->ssh = NULL;
-    }
-    stop_recording(ws);
+    close_backends(ws);
     unregister(ws, "terminated");
     finish(ws, true, reason, -1, LWS_CLOSE_STATUS_GOINGAWAY);
 }
@@ -853,11 +856,7 @@ static int on_writable(gw_ws_session *ws)
 
 static void release(gw_ws_session *ws)
 {
-    if (ws->ssh) {
-        proxy_ssh_close(ws->ssh);
-        ws->ssh = NULL;
-    }
-    stop_recording(ws);
+    close_backends(ws);
     unregister(ws, ws->end_reason[0] ? ws->end_reason : "client closed");
     while (ws->out_head) {
         out_frame *f = ws->out_head;
