@@ -61,6 +61,7 @@ struct proxy_ssh {
     int handles_closing;
     bool closing;
     int fd;
+    bool fd_in_libssh; /* handed over by ssh_connect: libssh may close it */
 
     ssh_session ssh;
     ssh_event event; /* libssh's packet loop over this one session */
@@ -278,6 +279,7 @@ static void advance(proxy_ssh *s)
         int rc;
         switch (s->st) {
         case ST_HANDSHAKE:
+            s->fd_in_libssh = true;
             rc = ssh_connect(s->ssh);
             if (!keep_nonblocking(s))
                 return;
@@ -832,6 +834,12 @@ static void close_now(proxy_ssh *s)
         s->event = NULL;
     }
     if (s->ssh) {
+        /* libssh closes the socket itself when it fails (a reset, the VM
+         * gone) and then reports no descriptor. Closing it again would
+         * close whatever another thread opened under that number since (a
+         * recording's signature file, once). */
+        if (s->fd_in_libssh && ssh_get_fd(s->ssh) == SSH_INVALID_SOCKET)
+            s->fd = -1;
         ssh_disconnect(s->ssh);
         ssh_free(s->ssh);
         s->ssh = NULL;
@@ -843,7 +851,7 @@ static void close_now(proxy_ssh *s)
         s->poll_open = false;
     }
     if (s->fd >= 0) {
-        close(s->fd); /* libssh never closes a descriptor it was given */
+        close(s->fd); /* libssh closes a descriptor it was given only on failure */
         s->fd = -1;
     }
     if (s->timer_open) {
