@@ -719,6 +719,9 @@ static void stop_now(gw_server *srv)
         srv->grace_timer_open = false;
     }
     log_event(LOG_INFO, "gateway.stop", "live_sessions=%u", gw_server_live_sessions(srv));
+    /* lws closes a descriptor twice while its context is destroyed: the
+     * recording writer must not open files until that is over. */
+    rec_store_hold(srv->recordings);
     /* First pass: closes every connection (sessions end through their
      * CLOSED callbacks) and the listeners; the second pass is in
      * gw_server_free once the loop has run dry. */
@@ -806,8 +809,10 @@ void gw_server_free(gw_server *srv)
         /* With a foreign loop lws tears down in two passes: the first
          * closes its uv handles asynchronously; once their callbacks have
          * run, the second releases the context itself. */
-        if (!srv->lws_first_destroy_done)
+        if (!srv->lws_first_destroy_done) {
+            rec_store_hold(srv->recordings); /* as in stop_now */
             lws_context_destroy(srv->lws);
+        }
         uv_run(srv->loop, UV_RUN_DEFAULT);
         lws_context_destroy(srv->lws);
         uv_run(srv->loop, UV_RUN_DEFAULT);

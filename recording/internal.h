@@ -321,6 +321,7 @@ struct rec_store {
     rec_job *jobs, *jobs_tail;
     rec_note *notes, *notes_tail;
     bool stop; /* the writer exits once jobs is empty */
+    bool held; /* rec_store_hold: the writer waits for stop, touching nothing */
     /* The writer is napping after a busy round: it looks at the queue
      * again within REC_NAP_NS by itself, so output jobs need not wake it.
      * Under steady output this saves a futex wake per event. */

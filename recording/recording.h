@@ -61,6 +61,13 @@ int rec_store_open(uv_loop_t *loop, const char *state_dir, rec_store **out, char
  * after this call. As with any handle, the store's last memory is freed
  * in the close callback: run the loop once more. Not from a callback. */
 void rec_store_close(rec_store *st);
+/* From now until rec_store_close, the writer opens, writes and closes
+ * nothing; rec_store_close then finishes and signs everything as usual.
+ * For the shutdown of a process in which another library may close a
+ * descriptor twice: libwebsockets 4.1 closes its event pipe twice while
+ * its context is destroyed, which would close a file the writer had just
+ * opened under the same number (a signature was lost that way). */
+void rec_store_hold(rec_store *st);
 
 /* The public key, PEM (SubjectPublicKeyInfo), NUL-terminated; valid as
  * long as the store. */

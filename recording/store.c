@@ -273,6 +273,15 @@ void rec_store_close(rec_store *st)
     uv_close((uv_handle_t *)&st->async, on_store_closed);
 }
 
+void rec_store_hold(rec_store *st)
+{
+    if (!st)
+        return;
+    uv_mutex_lock(&st->lock);
+    st->held = true;
+    uv_mutex_unlock(&st->lock);
+}
+
 const char *rec_store_public_key_pem(const rec_store *st) { return st->pub_pem; }
 
 bool rec_store_writing(const rec_store *st, const char *session_id)

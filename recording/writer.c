@@ -409,6 +409,10 @@ void rec_writer_main(void *arg)
     bool busy = false;
     uv_mutex_lock(&st->lock);
     for (;;) {
+        if (st->held && !st->stop) {
+            uv_cond_wait(&st->wake, &st->lock); /* rec_store_close signals stop */
+            continue;
+        }
         if (!st->jobs) {
             if (st->stop)
                 break;

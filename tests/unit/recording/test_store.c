@@ -301,6 +301,25 @@ static void test_store__writing_until_signed(void **state)
     rec_fx_close_store(f);
 }
 
+/* A held store creates nothing until it closes, then signs as usual. */
+static void test_store__held_until_close(void **state)
+{
+    rec_fx *f = *state;
+    rec_meta m = rec_fx_meta(ID);
+    recording *r;
+    char path[2048], sig[2100];
+    rec_store_hold(f->st);
+    assert_int_equal(rec_open(f->st, &m, &rec_fx_cb, f, &r), 0);
+    rec_output(r, "x", 1);
+    rec_finish(r);
+    usleep(300 * 1000); /* time enough for an unheld writer to sign */
+    rec_fx_path(f, ID, path, sizeof(path));
+    snprintf(sig, sizeof(sig), "%s.sig", path);
+    assert_false(rec_fx_exists(path));
+    rec_fx_close_store(f);
+    assert_true(rec_fx_exists(sig));
+}
+
 /* The same with recordings/ itself replaced after the store opened. */
 static void test_store__fails_when_recordings_dir_is_a_file(void **state)
 {
@@ -534,6 +553,7 @@ int main(void)
         T(test_store__key_open_to_others_refused),
         T(test_store__ready_once_file_exists),
         T(test_store__writing_until_signed),
+        T(test_store__held_until_close),
         T(test_store__fails_on_file_for_folder),
         T(test_store__fails_when_recordings_dir_is_a_file),
         T(test_store__existing_file_not_overwritten),
