@@ -708,13 +708,41 @@ static int parse_vm_rdp(cfg_ctx *c, const char *path, json_t *vm, gw_vm_rdp *rdp
     return 0;
 }
 
+/* obj[key], when present: a non-empty list of port numbers, into a new
+ * array (freed with the config). */
+static int parse_port_list(cfg_ctx *c, const char *path, json_t *obj, const char *key,
+                           int **out, size_t *nout)
+{
+    char sub[PATH_MAX_LEN];
+    json_t *ports = json_object_get(obj, key);
+    path_key(sub, path, key);
+    if (!ports)
+        return 0;
+    if (!json_is_array(ports) || json_array_size(ports) == 0)
+        return fail(c, sub, "expected a non-empty list of port numbers");
+    *nout = json_array_size(ports);
+    *out = calloc(*nout, sizeof(**out));
+    if (!*out)
+        return fail(c, sub, "out of memory");
+    for (size_t i = 0; i < *nout; i++) {
+        json_t *p = json_array_get(ports, i);
+        char item[PATH_MAX_LEN];
+        path_index(item, sub, i);
+        if (!json_is_integer(p) || json_integer_value(p) < 1 ||
+            json_integer_value(p) > 65535)
+            return fail(c, item, "expected a port number from 1 to 65535");
+        (*out)[i] = (int)json_integer_value(p);
+    }
+    return 0;
+}
+
 #define JIT_MAX_SECONDS 86400 /* a grant lasts at most 24 h */
 
 static int parse_vm_jit(cfg_ctx *c, const char *path, json_t *vm, gw_vm_jit *jit)
 {
     static const char *const keys[] = {"required", "ports", "default_duration",
                                        "max_duration", NULL};
-    char sub[PATH_MAX_LEN], ports_path[PATH_MAX_LEN];
+    char sub[PATH_MAX_LEN];
     json_t *v = json_object_get(vm, "jit");
     path_key(sub, path, "jit");
     jit->default_duration = 3 * 3600;
@@ -730,26 +758,7 @@ static int parse_vm_jit(cfg_ctx *c, const char *path, json_t *vm, gw_vm_jit *jit
     if (jit->default_duration > jit->max_duration)
         return fail(c, sub, "expected default_duration (%d) no longer than "
                             "max_duration (%d)", jit->default_duration, jit->max_duration);
-    json_t *ports = json_object_get(v, "ports");
-    path_key(ports_path, sub, "ports");
-    if (!ports)
-        return 0;
-    if (!json_is_array(ports) || json_array_size(ports) == 0)
-        return fail(c, ports_path, "expected a non-empty list of port numbers");
-    jit->nports = json_array_size(ports);
-    jit->ports = calloc(jit->nports, sizeof(*jit->ports));
-    if (!jit->ports)
-        return fail(c, ports_path, "out of memory");
-    for (size_t i = 0; i < jit->nports; i++) {
-        json_t *p = json_array_get(ports, i);
-        char item[PATH_MAX_LEN];
-        path_index(item, ports_path, i);
-        if (!json_is_integer(p) || json_integer_value(p) < 1 ||
-            json_integer_value(p) > 65535)
-            return fail(c, item, "expected a port number from 1 to 65535");
-        jit->ports[i] = (int)json_integer_value(p);
-    }
-    return 0;
+    return parse_port_list(c, sub, v, "ports", &jit->ports, &jit->nports);
 }
 
 static bool valid_address(const char *s)
@@ -768,7 +777,8 @@ static bool valid_address(const char *s)
 static int parse_vm(cfg_ctx *c, const char *path, json_t *v, gw_vm *vm)
 {
     static const char *const keys[] = {"name", "address", "tags", "max_sessions",
-                                       "recording", "ssh", "rdp", "jit", NULL};
+                                       "recording", "ssh", "rdp", "jit", "tunnel_ports",
+                                       NULL};
     char sub[PATH_MAX_LEN];
     const char *rec = NULL;
     if (want_object(c, path, v) || check_keys(c, path, v, keys) ||
@@ -795,7 +805,8 @@ static int parse_vm(cfg_ctx *c, const char *path, json_t *v, gw_vm *vm)
             return PST_E_CONFIG;
     }
     if (parse_vm_ssh(c, path, v, &vm->ssh) || parse_vm_rdp(c, path, v, &vm->rdp) ||
-        parse_vm_jit(c, path, v, &vm->jit))
+        parse_vm_jit(c, path, v, &vm->jit) ||
+        parse_port_list(c, path, v, "tunnel_ports", &vm->tunnel_ports, &vm->ntunnel_ports))
         return PST_E_CONFIG;
     if (!vm->ssh.enabled && !vm->rdp.enabled)
         return fail(c, path, "expected at least one of \"ssh\" or \"rdp\"");
@@ -938,6 +949,7 @@ void gw_config_free(gw_config *cfg)
     for (size_t i = 0; i < cfg->nvms; i++) {
         free(cfg->vms[i].tags);
         free(cfg->vms[i].jit.ports);
+        free(cfg->vms[i].tunnel_ports);
     }
     free(cfg->vms);
     for (size_t i = 0; i < cfg->nroles; i++)
@@ -966,4 +978,14 @@ auth_target gw_vm_target(const gw_vm *vm)
     auth_target t = {.name = vm->name, .tags = (const char *const *)vm->tags,
                      .ntags = vm->ntags};
     return t;
+}
+
+bool gw_vm_management_port(const gw_vm *vm, int port)
+{
+    if ((vm->ssh.enabled && vm->ssh.port == port) || (vm->rdp.enabled && vm->rdp.port == port))
+        return true;
+    for (size_t i = 0; i < vm->ntunnel_ports; i++)
+        if (vm->tunnel_ports[i] == port)
+            return true;
+    return false;
 }

@@ -77,6 +77,8 @@ typedef struct {
     gw_vm_ssh ssh;
     gw_vm_rdp rdp;
     gw_vm_jit jit;
+    int *tunnel_ports;    /* more ports the native tunnel may reach, beyond ssh/rdp's */
+    size_t ntunnel_ports;
 } gw_vm;
 
 /* Identity settings (the "auth" key). */
@@ -137,6 +139,10 @@ void gw_config_free(gw_config *cfg);
 
 /* The VM of that name, or NULL. */
 const gw_vm *gw_config_find_vm(const gw_config *cfg, const char *name);
+
+/* Whether port is one of the VM's management ports: ssh.port, rdp.port
+ * (where enabled) or one of tunnel_ports. Nothing else may be tunnelled. */
+bool gw_vm_management_port(const gw_vm *vm, int port);
 
 /* The view of a VM that permission checks take. */
 auth_target gw_vm_target(const gw_vm *vm);

@@ -9,6 +9,7 @@
 #include "gateway/sessions.h"
 #include "gateway/server.h"
 #include "gateway/tls_cert.h"
+#include "gateway/ws_conn.h"
 
 #include "auth/auth.h"
 
@@ -197,14 +198,14 @@ int gw_may(gw_server *srv, const gw_identity *id, unsigned action, const gw_vm *
            char *why, size_t whylen);
 
 /* ws_admit.c: a WebSocket upgrade that passed admission. */
-typedef struct {
+struct gw_ws_request {
     gw_identity id;        /* id.account is refreshed by gw_ws_authorize */
     char vm_name[GW_NAME_MAX + 1];
-    unsigned actions;      /* the endpoint's actions */
-    unsigned granted;      /* of those, what the user holds on the VM */
-    const char *protocol;  /* "ssh" | "rdp" | "tunnel" (static) */
+    const gw_endpoint *ep; /* the endpoint the path named */
+    int port;              /* ?port=N where the endpoint takes one, else 0 */
+    unsigned granted;      /* of the endpoint's actions, what the user holds on the VM */
     char source[64];
-} gw_ws_request;
+};
 
 /* Decides an upgrade (LWS_CALLBACK_HTTP_CONFIRM_UPGRADE): 0 admits it with
  * *req filled; >0 means a refusal was written (return it to lws); <0
@@ -219,14 +220,11 @@ void gw_ws_request_drop(struct lws *wsi);
 /* Answers an upgrade with status and {"error": message}; returns what the
  * upgrade callback must return. */
 int gw_ws_refuse(gw_server *srv, struct lws *wsi, int status, const char *message);
-/* After the upgrade: the VM exists and offers the protocol, and the user
- * holds one of its actions there (req->granted). 0, or a reason in why. */
-int gw_ws_authorize(gw_server *srv, gw_ws_request *req, char *why, size_t whylen);
-
-/* ws_ssh.c: the WebSocket protocol of the consoles. */
-typedef struct gw_ws_session gw_ws_session;
-int gw_ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
-                   size_t len);
+/* After the upgrade: the VM exists and offers the endpoint's protocol (and
+ * port), and the user holds one of its actions there (req->granted). 0, or
+ * a reason code in *reason (static) and words in why; audited. */
+int gw_ws_authorize(gw_server *srv, gw_ws_request *req, const char **reason, char *why,
+                    size_t whylen);
 
 /* A registered session ended: a drain may now be complete. */
 void gw_server_session_ended(gw_server *srv);

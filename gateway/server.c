@@ -253,10 +253,10 @@ static int redirect_callback(struct lws *wsi, enum lws_callback_reasons reason, 
 }
 
 /* rx_buffer_size bounds what lws reads per callback; our own reassembly
- * bound is in ws_ssh.c. */
+ * bound is in ws_conn.c. */
 static const struct lws_protocols https_protocols[] = {
     {"http", http_callback, sizeof(gw_http_conn), 32768, 0, NULL, 0},
-    {"postern-ws", gw_ws_callback, sizeof(gw_ws_session *), 16384, 0, NULL, 0},
+    {"postern-ws", gw_ws_callback, sizeof(gw_ws_conn *), 16384, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 

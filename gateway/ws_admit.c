@@ -2,14 +2,16 @@
  * HTTP (LWS_CALLBACK_HTTP_CONFIRM_UPGRADE) so that a refusal is a real HTTP
  * status with a JSON reason, not a dropped connection:
  *
- *   path     one of our endpoints (/ws/ssh, /ws/rdp, /ws/tunnel)   else 404
- *   Origin   present and ours (browsers always send it)             else 403
+ *   path     one of the endpoints in the table below                else 404
  *   identity a login session or API token                           else 401
- *   vm=      named                                                   else 400
+ *   Origin   ours; required with a cookie (which a browser sends on
+ *            any site's behalf), optional with a bearer token (which
+ *            no browser adds by itself)                              else 403
+ *   vm=      named (and port= where the endpoint takes one)         else 400
  *   draining no new sessions while shutting down                     else 503
  *
  * and, once the WebSocket is open (gw_ws_authorize), in words over it:
- *   vm       a configured VM offering that protocol
+ *   vm       a configured VM offering that protocol (and that port)
  *   may      a role grants one of the endpoint's actions on it
  *
  * Every deny that concerns a VM is written to the audit log. */
@@ -18,19 +20,19 @@
 #include "common/err.h"
 #include "common/log.h"
 
+#include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-    const char *path;
-    unsigned actions; /* any of these admits */
-    const char *protocol;
-} ws_endpoint;
+/* Every WebSocket endpoint. /ws/rdp joins when its back end does. */
+static const gw_endpoint *const endpoints[] = {&gw_endpoint_ssh, &gw_endpoint_tunnel};
 
-static const ws_endpoint endpoints[] = {
-    {"/ws/ssh", AUTH_ACT_SSH_LOGIN | AUTH_ACT_SSH_ADMIN_LOGIN, "ssh"},
-    {"/ws/rdp", AUTH_ACT_RDP_LOGIN | AUTH_ACT_RDP_ADMIN_LOGIN, "rdp"},
-    {"/ws/tunnel", AUTH_ACT_TUNNEL, "tunnel"},
-};
+const gw_endpoint *gw_endpoint_find(const char *path)
+{
+    for (size_t i = 0; i < sizeof(endpoints) / sizeof(endpoints[0]); i++)
+        if (strcmp(path, endpoints[i]->path) == 0)
+            return endpoints[i];
+    return NULL;
+}
 
 /* Writes a complete small response at once: the upgrade callback must
  * have answered when it returns. */
@@ -79,18 +81,17 @@ int gw_ws_admit(gw_server *srv, struct lws *wsi, gw_ws_request *req)
     if (lws_hdr_copy(wsi, path, sizeof(path), WSI_TOKEN_GET_URI) <= 0)
         return gw_ws_refuse(srv, wsi, 400, "a WebSocket upgrade must be a GET");
 
-    const ws_endpoint *ep = NULL;
-    for (size_t i = 0; i < sizeof(endpoints) / sizeof(endpoints[0]); i++)
-        if (strcmp(path, endpoints[i].path) == 0)
-            ep = &endpoints[i];
+    const gw_endpoint *ep = gw_endpoint_find(path);
     if (!ep)
         return gw_ws_refuse(srv, wsi, 404, "no such WebSocket endpoint");
 
-    if (gw_origin_check(srv, wsi, true) != 0) {
-        audit_denied(srv, "-", ep->protocol, "-", addr, "foreign or missing Origin");
+    int have_id = gw_identify(srv, wsi, &req->id);
+    if (gw_origin_check(srv, wsi, have_id != 0 || req->id.via_cookie) != 0) {
+        audit_denied(srv, have_id == 0 ? req->id.user : "-", ep->protocol, "-", addr,
+                     "foreign or missing Origin");
         return gw_ws_refuse(srv, wsi, 403, "WebSocket from a foreign or missing Origin");
     }
-    if (gw_identify(srv, wsi, &req->id) != 0)
+    if (have_id != 0)
         return gw_ws_refuse(srv, wsi, 401, "not logged in, or the session expired");
 
     /* lws copies "vm=NAME" into the buffer and returns where NAME starts. */
@@ -98,41 +99,70 @@ int gw_ws_admit(gw_server *srv, struct lws *wsi, gw_ws_request *req)
     const char *vm = lws_get_urlarg_by_name(wsi, "vm=", arg, sizeof(arg));
     if (!vm || !*vm || strlen(vm) > GW_NAME_MAX)
         return gw_ws_refuse(srv, wsi, 400, "name the VM: ?vm=NAME");
+    snprintf(req->vm_name, sizeof(req->vm_name), "%s", vm);
+    if (ep->needs_port) {
+        char parg[24] = "";
+        const char *port = lws_get_urlarg_by_name(wsi, "port=", parg, sizeof(parg));
+        char *end = NULL;
+        long p = port && *port ? strtol(port, &end, 10) : 0;
+        if (!port || !*port || *end || p < 1 || p > 65535)
+            return gw_ws_refuse(srv, wsi, 400, "name the VM's port: ?vm=NAME&port=N (1 to 65535)");
+        req->port = (int)p;
+    }
     if (srv->draining)
         return gw_ws_refuse(srv, wsi, 503, "the gateway is shutting down; try again shortly");
 
-    snprintf(req->vm_name, sizeof(req->vm_name), "%s", vm);
-    req->protocol = ep->protocol;
-    req->actions = ep->actions;
+    req->ep = ep;
     snprintf(req->source, sizeof(req->source), "%s", addr);
     return 0;
 }
 
 /* The VM-level decisions come after the upgrade so that a browser, which
  * cannot read the body of a refused upgrade, is told why in words. */
-int gw_ws_authorize(gw_server *srv, gw_ws_request *req, char *why, size_t whylen)
+static bool offers(const gw_vm *v, const gw_endpoint *ep)
 {
+    switch (ep->proto) {
+    case GW_PROTO_SSH: return v->ssh.enabled;
+    case GW_PROTO_RDP: return v->rdp.enabled;
+    case GW_PROTO_TUNNEL: return true; /* the port decides, below */
+    default: return false;
+    }
+}
+
+int gw_ws_authorize(gw_server *srv, gw_ws_request *req, const char **reason, char *why,
+                    size_t whylen)
+{
+    const gw_endpoint *ep = req->ep;
     const gw_vm *v = gw_config_find_vm(srv->cfg, req->vm_name);
-    bool offers = v && ((req->actions & AUTH_ACT_SSH_LOGIN && v->ssh.enabled) ||
-                        (req->actions & AUTH_ACT_RDP_LOGIN && v->rdp.enabled) ||
-                        req->actions & AUTH_ACT_TUNNEL);
-    if (!offers) {
-        snprintf(why, whylen, "no VM named %s offers %s", req->vm_name, req->protocol);
-        audit_denied(srv, req->id.user, req->protocol, req->vm_name, req->source, "unknown VM");
+    if (!v || !offers(v, ep)) {
+        *reason = "unknown_vm";
+        snprintf(why, whylen, "no VM named %s offers %s", req->vm_name, ep->protocol);
+        audit_denied(srv, req->id.user, ep->protocol, req->vm_name, req->source, "unknown VM");
         return PST_E_NOTFOUND;
     }
     /* The account may have changed since the upgrade: look it up again. */
     req->id.account = auth_users_find(srv->users, req->id.user);
     if (!req->id.account || req->id.account->disabled) {
+        *reason = "not_permitted";
         snprintf(why, whylen, "your account is disabled");
         return PST_E_DENIED;
     }
-    req->granted = gw_identity_actions(srv, &req->id, v) & req->actions;
+    req->granted = gw_identity_actions(srv, &req->id, v) & ep->actions;
     if (!req->granted) {
-        snprintf(why, whylen, "you may not use %s on %s", req->protocol, v->name);
-        audit_denied(srv, req->id.user, req->protocol, v->name, req->source, why);
+        *reason = "not_permitted";
+        snprintf(why, whylen, "you may not use %s on %s", ep->protocol, v->name);
+        audit_denied(srv, req->id.user, ep->protocol, v->name, req->source, why);
         log_event(LOG_INFO, "access.denied", "user=%s action=%s vm=%s source=%s",
-                  req->id.user, req->protocol, v->name, log_q(req->source));
+                  req->id.user, ep->protocol, v->name, log_q(req->source));
+        return PST_E_DENIED;
+    }
+    /* No open proxy: a tunnel reaches a management port of a configured
+     * VM, nothing else. Checked after the role so that the answer does not
+     * tell strangers which ports a VM has. */
+    if (ep->needs_port && !gw_vm_management_port(v, req->port)) {
+        *reason = "port_not_allowed";
+        snprintf(why, whylen, "port %d is not a management port of %s", req->port, v->name);
+        audit_denied(srv, req->id.user, ep->protocol, v->name, req->source, why);
         return PST_E_DENIED;
     }
     return 0;

@@ -45,10 +45,13 @@ typedef enum {
     ST_ENDED,
 } state;
 
-struct proxy_ssh {
+typedef struct sshp sshp;
+
+struct sshp {
+    proxy_session base; /* first: the interface's view */
     uv_loop_t *loop;
     state st;
-    proxy_ssh_callbacks cb;
+    proxy_callbacks cb;
     void *ud;
 
     uv_getaddrinfo_t gai;
@@ -83,23 +86,13 @@ struct proxy_ssh {
     bool resize_pending;
     bool paused;
     unsigned busy;        /* inside libssh: its callbacks may call us back */
-    bool close_deferred;  /* proxy_ssh_close() came while busy */
+    bool close_deferred;  /* sshp_close() came while busy */
     size_t round_bytes;   /* channel bytes delivered in this round */
 
     char *in_buf; /* keystrokes not yet taken by the channel */
     size_t in_len, in_cap;
     bool input_full; /* told the caller to stop: tell it when it drains */
 };
-
-static const char *const end_names[] = {
-    "closed", "unreachable", "refused", "timeout", "auth_failed",
-    "hostkey_mismatch", "hostkey_unknown", "protocol", "local",
-};
-
-const char *proxy_end_name(proxy_end e)
-{
-    return (unsigned)e < sizeof(end_names) / sizeof(end_names[0]) ? end_names[e] : "unknown";
-}
 
 static void wipe_free(char *s)
 {
@@ -109,7 +102,7 @@ static void wipe_free(char *s)
     }
 }
 
-static void drop_secrets(proxy_ssh *s)
+static void drop_secrets(sshp *s)
 {
     wipe_free(s->password);
     wipe_free(s->private_key);
@@ -121,14 +114,14 @@ static void drop_secrets(proxy_ssh *s)
     }
 }
 
-static void run(proxy_ssh *s);
-static bool enter_running(proxy_ssh *s);
-static bool drain_held(proxy_ssh *s);
+static void run(sshp *s);
+static bool enter_running(sshp *s);
+static bool drain_held(sshp *s);
 static int on_channel_data(ssh_session session, ssh_channel channel, void *data, uint32_t len,
                            int is_stderr, void *userdata);
 static void on_timer(uv_timer_t *t);
 
-static void end(proxy_ssh *s, proxy_end why, const char *detail)
+static void end(sshp *s, proxy_end why, const char *detail)
 {
     if (s->st == ST_ENDED)
         return;
@@ -152,7 +145,7 @@ static void on_poll(uv_poll_t *h, int status, int events);
  * epoll_ctl calls, so a running session asks for output only when bytes
  * are really queued: libssh's own poll flags say "writable wanted" after
  * every send, even a complete one. */
-static void arm(proxy_ssh *s)
+static void arm(sshp *s)
 {
     if (!s->poll_open || s->st == ST_ENDED)
         return;
@@ -183,11 +176,11 @@ static void on_exit_status(ssh_session session, ssh_channel channel, int status,
 {
     (void)session;
     (void)channel;
-    ((proxy_ssh *)userdata)->exit_status = status;
+    ((sshp *)userdata)->exit_status = status;
 }
 
 /* The terminal size asked for last, if the VM has not been told yet. */
-static void send_resize(proxy_ssh *s)
+static void send_resize(sshp *s)
 {
     if (!s->resize_pending)
         return;
@@ -195,7 +188,7 @@ static void send_resize(proxy_ssh *s)
     ssh_channel_change_pty_size(s->ch, s->cols, s->rows);
 }
 
-static bool check_host_key(proxy_ssh *s)
+static bool check_host_key(sshp *s)
 {
     ssh_key key = NULL;
     unsigned char *hash = NULL;
@@ -218,8 +211,8 @@ static bool check_host_key(proxy_ssh *s)
             end(s, PROXY_END_HOSTKEY_MISMATCH, detail);
         }
     } else if (s->tofu) {
-        if (s->cb.on_key_learned)
-            s->cb.on_key_learned(s->ud, fp);
+        if (s->cb.on_identity)
+            s->cb.on_identity(s->ud, fp);
         ok = true;
     } else {
         end(s, PROXY_END_HOSTKEY_UNKNOWN, fp);
@@ -231,10 +224,10 @@ out:
     return ok;
 }
 
-static void status(proxy_ssh *s, const char *msg)
+static void status(sshp *s, proxy_state st, const char *msg)
 {
-    if (s->cb.on_status)
-        s->cb.on_status(s->ud, msg);
+    if (s->cb.on_state)
+        s->cb.on_state(s->ud, st, msg);
 }
 
 /* libssh makes a socket it was handed blocking as soon as it sees it
@@ -243,7 +236,7 @@ static void status(proxy_ssh *s, const char *msg)
  * libssh sends only after poll said there is room, and keeps what the
  * kernel did not take. Checked after each ssh_connect step, the only calls
  * that switch it. */
-static bool keep_nonblocking(proxy_ssh *s)
+static bool keep_nonblocking(sshp *s)
 {
     int fl = fcntl(s->fd, F_GETFL);
     if (fl < 0 || (!(fl & O_NONBLOCK) && fcntl(s->fd, F_SETFL, fl | O_NONBLOCK) != 0)) {
@@ -253,7 +246,7 @@ static bool keep_nonblocking(proxy_ssh *s)
     return true;
 }
 
-static int do_auth(proxy_ssh *s)
+static int do_auth(sshp *s)
 {
     if (s->private_key) {
         if (!s->key && ssh_pki_import_privkey_base64(s->private_key, s->passphrase, NULL, NULL,
@@ -273,7 +266,7 @@ static int do_auth(proxy_ssh *s)
 /* Advances the set-up state machine as far as libssh lets it without
  * waiting; each libssh call that says AGAIN is repeated, with the same
  * arguments, when the socket is ready. */
-static void advance(proxy_ssh *s)
+static void advance(sshp *s)
 {
     for (;;) {
         int rc;
@@ -292,7 +285,7 @@ static void advance(proxy_ssh *s)
             if (!check_host_key(s))
                 return;
             s->st = ST_AUTH;
-            status(s, "authenticating");
+            status(s, PROXY_STATE_AUTHENTICATING, "authenticating");
             break;
         case ST_AUTH:
             rc = do_auth(s);
@@ -355,8 +348,7 @@ static void advance(proxy_ssh *s)
             if (!enter_running(s))
                 return;
             uv_timer_stop(&s->timer);
-            if (s->cb.on_ready)
-                s->cb.on_ready(s->ud);
+            status(s, PROXY_STATE_READY, "connected");
             if (s->st != ST_RUNNING)
                 return;
             send_resize(s);
@@ -387,7 +379,7 @@ static bool socket_writable(int fd)
 
 /* One round of libssh's packet loop without waiting: reads what the
  * socket holds, sends what libssh queued, runs the callbacks. */
-static int packet_round(proxy_ssh *s)
+static int packet_round(sshp *s)
 {
     s->round_bytes = 0;
     s->busy++;
@@ -399,7 +391,7 @@ static int packet_round(proxy_ssh *s)
 static int on_channel_data(ssh_session session, ssh_channel channel, void *data, uint32_t len,
                            int is_stderr, void *userdata)
 {
-    proxy_ssh *s = userdata;
+    sshp *s = userdata;
     (void)session;
     (void)channel;
     (void)is_stderr;
@@ -413,7 +405,7 @@ static int on_channel_data(ssh_session session, ssh_channel channel, void *data,
     return (int)len;
 }
 
-static void flush_input(proxy_ssh *s)
+static void flush_input(sshp *s)
 {
     if (!s->in_len)
         return;
@@ -437,7 +429,7 @@ static void flush_input(proxy_ssh *s)
         s->in_len -= (size_t)n;
     }
     s->busy--;
-    if (s->input_full && s->in_len < PROXY_SSH_INPUT_MAX / 2) {
+    if (s->input_full && s->in_len < PROXY_INPUT_MAX / 2) {
         s->input_full = false;
         if (s->cb.on_writable)
             s->cb.on_writable(s->ud);
@@ -447,7 +439,7 @@ static void flush_input(proxy_ssh *s)
 /* Output libssh kept while we were paused: read it out now, a bounded
  * amount per call (a kick brings us back for the rest). True when some
  * is left. */
-static bool drain_held(proxy_ssh *s)
+static bool drain_held(sshp *s)
 {
     char buf[READ_CHUNK];
     bool more = true;
@@ -474,7 +466,7 @@ static bool drain_held(proxy_ssh *s)
 /* OpenSSH sends EOF, then the exit status, then CLOSE: the session is over
  * once the channel is closed (or at EOF with the status known) and nothing
  * it sent is still held for a paused reader. */
-static bool finished(proxy_ssh *s)
+static bool finished(sshp *s)
 {
     if (!ssh_channel_is_closed(s->ch) &&
         !(ssh_channel_is_eof(s->ch) && s->exit_status >= 0))
@@ -483,7 +475,7 @@ static bool finished(proxy_ssh *s)
 }
 
 /* The shell is up: from now on libssh's packet loop runs on our wakeups. */
-static bool enter_running(proxy_ssh *s)
+static bool enter_running(sshp *s)
 {
     s->event = ssh_event_new();
     if (!s->event || ssh_event_add_session(s->event, s->ssh) != SSH_OK) {
@@ -496,7 +488,7 @@ static bool enter_running(proxy_ssh *s)
 
 /* Runs the session after a wakeup: packets in and out, then keystrokes
  * that were waiting for window, then the end check. */
-static void run(proxy_ssh *s)
+static void run(sshp *s)
 {
     if (s->st != ST_RUNNING)
         return;
@@ -529,18 +521,19 @@ static void run(proxy_ssh *s)
     arm(s);
 }
 
-static void close_now(proxy_ssh *s);
+static void close_now(sshp *s);
+static void sshp_close(proxy_session *base);
 
 /* Every entry from the loop counts as busy: a callback that closes the
  * session (from inside libssh or ours) only marks it, and the close is
  * finished here, once nothing up the stack uses the session. */
-static void settle(proxy_ssh *s)
+static void settle(sshp *s)
 {
     if (--s->busy == 0 && s->close_deferred)
         close_now(s);
 }
 
-static void handle_poll(proxy_ssh *s, int st)
+static void handle_poll(sshp *s, int st)
 {
     if (s->st == ST_TCP) {
         int err = st < 0 ? -st : 0;
@@ -577,7 +570,7 @@ static void handle_poll(proxy_ssh *s, int st)
         }
         ssh_set_blocking(s->ssh, 0);
         s->st = ST_HANDSHAKE;
-        status(s, "negotiating");
+        status(s, PROXY_STATE_NEGOTIATING, "negotiating");
     }
     if (s->st < ST_RUNNING)
         advance(s);
@@ -589,7 +582,7 @@ static void handle_poll(proxy_ssh *s, int st)
 
 static void on_poll(uv_poll_t *h, int st, int events)
 {
-    proxy_ssh *s = h->data;
+    sshp *s = h->data;
     (void)events;
     s->busy++;
     if (!s->close_deferred)
@@ -601,7 +594,7 @@ static void on_poll(uv_poll_t *h, int st, int events)
  * over (held output after a pause, a resize asked for inside a callback). */
 static void on_timer(uv_timer_t *t)
 {
-    proxy_ssh *s = t->data;
+    sshp *s = t->data;
     s->busy++;
     if (s->close_deferred) {
         /* nothing: settle() finishes the close */
@@ -617,7 +610,7 @@ static void on_timer(uv_timer_t *t)
     settle(s);
 }
 
-static void start_tcp(proxy_ssh *s, const struct sockaddr *sa, socklen_t salen)
+static void start_tcp(sshp *s, const struct sockaddr *sa, socklen_t salen)
 {
     s->fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (s->fd < 0) {
@@ -636,17 +629,17 @@ static void start_tcp(proxy_ssh *s, const struct sockaddr *sa, socklen_t salen)
     s->poll.data = s;
     s->poll_open = true;
     s->st = ST_TCP;
-    status(s, "connecting");
+    status(s, PROXY_STATE_CONNECTING, "connecting");
     arm(s);
 }
 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 {
-    proxy_ssh *s = req->data;
+    sshp *s = req->data;
     s->gai_pending = false;
     if (s->closing) {
         uv_freeaddrinfo(res);
-        proxy_ssh_close(s); /* finish the close that waited for us */
+        sshp_close(&s->base); /* finish the close that waited for us */
         return;
     }
     if (status != 0 || !res) {
@@ -660,13 +653,13 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 
 static char *dup_or_null(const char *v) { return v ? strdup(v) : NULL; }
 
-int proxy_ssh_open(uv_loop_t *loop, const proxy_ssh_params *p, const proxy_ssh_callbacks *cb,
-                   void *ud, proxy_ssh **out)
+static int sshp_open(uv_loop_t *loop, const proxy_target *p, const proxy_callbacks *cb,
+                     void *ud, proxy_session **out)
 {
     *out = NULL;
-    if (!p->host || !p->username || (!p->password && !p->private_key))
+    if (!p->host || !p->ssh.username || (!p->ssh.password && !p->ssh.private_key))
         return -EINVAL;
-    proxy_ssh *s = calloc(1, sizeof(*s));
+    sshp *s = calloc(1, sizeof(*s));
     if (!s)
         return -ENOMEM;
     s->loop = loop;
@@ -675,18 +668,19 @@ int proxy_ssh_open(uv_loop_t *loop, const proxy_ssh_params *p, const proxy_ssh_c
     s->fd = -1;
     s->exit_status = -1;
     s->port = p->port;
-    s->cols = p->cols > 0 ? p->cols : 80;
-    s->rows = p->rows > 0 ? p->rows : 24;
+    s->base.ops = &proxy_ssh_ops;
+    s->cols = p->ssh.cols > 0 ? p->ssh.cols : 80;
+    s->rows = p->ssh.rows > 0 ? p->ssh.rows : 24;
     s->tofu = p->trust_on_first_use;
     s->host = strdup(p->host);
-    s->username = strdup(p->username);
-    s->password = dup_or_null(p->password);
-    s->private_key = dup_or_null(p->private_key);
-    s->passphrase = dup_or_null(p->passphrase);
-    s->pinned = dup_or_null(p->host_key_sha256);
-    s->learned = dup_or_null(p->learned_key);
+    s->username = strdup(p->ssh.username);
+    s->password = dup_or_null(p->ssh.password);
+    s->private_key = dup_or_null(p->ssh.private_key);
+    s->passphrase = dup_or_null(p->ssh.passphrase);
+    s->pinned = dup_or_null(p->pinned_sha256);
+    s->learned = dup_or_null(p->learned_sha256);
     if (!s->host || !s->username) {
-        proxy_ssh_close(s);
+        sshp_close(&s->base);
         return -ENOMEM;
     }
     uv_timer_init(loop, &s->timer);
@@ -699,7 +693,7 @@ int proxy_ssh_open(uv_loop_t *loop, const proxy_ssh_params *p, const proxy_ssh_c
     memset(&ss, 0, sizeof(ss));
     struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
     struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
-    *out = s;
+    *out = &s->base;
     if (inet_pton(AF_INET, p->host, &a4->sin_addr) == 1) {
         a4->sin_family = AF_INET;
         a4->sin_port = htons((uint16_t)p->port);
@@ -714,7 +708,7 @@ int proxy_ssh_open(uv_loop_t *loop, const proxy_ssh_params *p, const proxy_ssh_c
         struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_family = AF_UNSPEC};
         s->gai.data = s;
         s->st = ST_RESOLVING;
-        status(s, "resolving");
+        status(s, PROXY_STATE_CONNECTING, "resolving");
         if (uv_getaddrinfo(loop, &s->gai, on_resolved, p->host, port, &hints) != 0)
             end(s, PROXY_END_UNREACHABLE, "cannot resolve the VM's address");
         else
@@ -723,8 +717,9 @@ int proxy_ssh_open(uv_loop_t *loop, const proxy_ssh_params *p, const proxy_ssh_c
     return 0;
 }
 
-int proxy_ssh_write(proxy_ssh *s, const void *buf, size_t len)
+static int sshp_write(proxy_session *base, const void *buf, size_t len)
 {
+    sshp *s = (sshp *)base;
     if (s->st == ST_ENDED)
         return -EPIPE;
     if (s->in_len + len > s->in_cap) {
@@ -752,15 +747,16 @@ int proxy_ssh_write(proxy_ssh *s, const void *buf, size_t len)
                 return -EPIPE;
         }
     }
-    if (s->in_len > PROXY_SSH_INPUT_MAX) {
+    if (s->in_len > PROXY_INPUT_MAX) {
         s->input_full = true;
         return -ENOBUFS;
     }
     return 0;
 }
 
-void proxy_ssh_resize(proxy_ssh *s, int cols, int rows)
+static void sshp_resize(proxy_session *base, int cols, int rows)
 {
+    sshp *s = (sshp *)base;
     if (cols < 1 || rows < 1 || cols > 1000 || rows > 1000)
         return;
     s->cols = cols;
@@ -774,8 +770,9 @@ void proxy_ssh_resize(proxy_ssh *s, int cols, int rows)
     }
 }
 
-void proxy_ssh_pause(proxy_ssh *s, bool paused)
+static void sshp_pause(proxy_session *base, bool paused)
 {
+    sshp *s = (sshp *)base;
     if (s->paused == paused)
         return;
     s->paused = paused;
@@ -787,7 +784,7 @@ void proxy_ssh_pause(proxy_ssh *s, bool paused)
         arm(s); /* inside a callback the caller up the stack re-arms */
 }
 
-static void free_session(proxy_ssh *s)
+static void free_session(sshp *s)
 {
     free(s->in_buf);
     free(s->host);
@@ -799,13 +796,14 @@ static void free_session(proxy_ssh *s)
 
 static void on_handle_closed(uv_handle_t *h)
 {
-    proxy_ssh *s = h->data;
+    sshp *s = h->data;
     if (--s->handles_closing == 0)
         free_session(s);
 }
 
-void proxy_ssh_close(proxy_ssh *s)
+static void sshp_close(proxy_session *base)
 {
+    sshp *s = (sshp *)base;
     if (!s)
         return;
     s->closing = true;
@@ -817,7 +815,7 @@ void proxy_ssh_close(proxy_ssh *s)
     close_now(s);
 }
 
-static void close_now(proxy_ssh *s)
+static void close_now(sshp *s)
 {
     if (s->gai_pending) {
         uv_cancel((uv_req_t *)&s->gai); /* on_resolved comes back here */
@@ -862,3 +860,14 @@ static void close_now(proxy_ssh *s)
     if (s->handles_closing == 0)
         free_session(s);
 }
+
+
+const proxy_ops proxy_ssh_ops = {
+    .name = "ssh",
+    .open = sshp_open,
+    .write = sshp_write,
+    .input = NULL, /* a console has no half-close */
+    .resize = sshp_resize,
+    .pause = sshp_pause,
+    .close = sshp_close,
+};

@@ -5,11 +5,13 @@
 // One WebSocket per session, /ws/ssh?vm=NAME, authenticated by the session
 // cookie:
 //
-//   gateway -> page   text   {"type":"status","message":"ready: send connect"} first,
-//                            then connecting / negotiating / authenticating / connected
+//   gateway -> page   text   {"type":"status","state","message"}: the state is
+//                            awaiting_connect first, then connecting /
+//                            negotiating / authenticating / connected; the
+//                            page keys on it, the words are for people
 //                     binary terminal output (UTF-8 bytes)
 //                     text   {"type":"closed","message",exit_status?} or
-//                            {"type":"error","message"}, then a close frame
+//                            {"type":"error","reason","message"}, then a close frame
 //   page -> gateway   text   {"type":"connect","username","password"|"private_key",
 //                            "passphrase"?,"cols","rows"} (once, after "ready")
 //                     binary keystrokes
@@ -23,7 +25,6 @@ import { api, sentence, setMessage } from '/api.js';
 import { FONT_FAMILY, FONT_SIZE, LINE_HEIGHT, THEME } from '/term-theme.js';
 
 const KEY_MAX_BYTES = 32 * 1024;  // the gateway takes messages up to 64 KiB
-const READY = 'ready: send connect';
 
 const $ = function (id) { return document.getElementById(id); };
 
@@ -59,7 +60,6 @@ const ui = {
 };
 
 const STATUS_WORDS = {
-  resolving: 'Looking up the machine\u2026',
   connecting: 'Connecting to the machine\u2026',
   negotiating: 'Setting up encryption with the machine\u2026',
   authenticating: 'Signing in to the machine\u2026',
@@ -355,8 +355,8 @@ function startSession(creds) {
       return;
     }
     const text = typeof msg.message === 'string' ? msg.message : '';
-    if (msg.type === 'status' && text === READY) {
-      if (pending && !state.connectSent) {
+    if (msg.type === 'status' && msg.state === 'awaiting_connect' && !state.connectSent) {
+      if (pending) {
         const connect = { type: 'connect' };
         for (const k of ['username', 'password', 'private_key', 'passphrase']) {
           if (typeof pending[k] === 'string' && pending[k] !== '') {
@@ -397,7 +397,7 @@ function startSession(creds) {
 }
 
 function onStatus(msg, text) {
-  if (text === 'connected') {
+  if (msg.state === 'connected' && !state.connected) {
     state.connected = true;
     setPhase('connected');
     setStatus('Connected to ' + vmName + (state.username ? ' as ' + state.username : ''), 'ok');
@@ -410,8 +410,11 @@ function onStatus(msg, text) {
     return;
   }
   if (!state.connected) {
-    const words = STATUS_WORDS[text];
+    const words = STATUS_WORDS[msg.state];
     setStatus(words ? words.replace('the machine', vmName) : sentence(text), 'pending');
+  } else {
+    // A notice on a live session ("no longer recorded"): it must be seen.
+    setWarning(sentence(text), 'other');
   }
 }
 

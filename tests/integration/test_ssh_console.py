@@ -367,8 +367,8 @@ class ConsoleTests(ConsoleCase):
         mark = self.audit_mark()
         c3 = self.console("capped")
         msg, code, reason = self.refused_connect(c3)
-        self.assertEqual(msg, {"type": "error", "message":
-                               "VM capped already has its maximum of 2 sessions"})
+        self.assertEqual(msg, {"type": "error", "state": "closed", "reason": "cap_reached",
+                               "message": "VM capped already has its maximum of 2 sessions"})
         self.assertEqual(code, 1013)
         self.assertNotIn("connecting", self.statuses(c3), "the VM was contacted")
         denied = self.audit("access.denied", since=mark, vm="capped")
@@ -611,16 +611,16 @@ class GatewayCapTests(ConsoleCase):
         self.shell(user="alice")
         a3 = self.console(user="alice")
         msg, code, _ = self.refused_connect(a3)
-        self.assertEqual(msg, {"type": "error", "message":
-                               "you already have your maximum of 2 sessions"})
+        self.assertEqual(msg, {"type": "error", "state": "closed", "reason": "cap_reached",
+                               "message": "you already have your maximum of 2 sessions"})
         self.assertEqual(code, 1013)
 
         # bob is under his own cap; his first session fills the gateway.
         self.shell(user="bob")
         b2 = self.console(user="bob")
         msg, code, _ = self.refused_connect(b2)
-        self.assertEqual(msg, {"type": "error", "message":
-                               "this gateway already carries its maximum of 3 sessions"})
+        self.assertEqual(msg, {"type": "error", "state": "closed", "reason": "cap_reached",
+                               "message": "this gateway already carries its maximum of 3 sessions"})
         self.assertEqual(code, 1013)
         self.assertEqual(self.metric(SSH_ACTIVE), 3)
 
@@ -665,7 +665,7 @@ class MaxDurationTests(ConsoleCase):
         self.assertRegex(warning["message"], r"^the session will end in [12] s: maximum duration$")
         msg, code, _ = self.ended(c)
         elapsed = time.monotonic() - started
-        self.assertEqual(msg, {"type": "closed",
+        self.assertEqual(msg, {"type": "closed", "state": "closed", "reason": "max_duration",
                                "message": "the session reached its maximum duration of 4 s"})
         self.assertEqual(code, 1008)
         self.assertGreaterEqual(elapsed, 3.0, "cut before the maximum")
@@ -701,7 +701,7 @@ class IdleTimeoutTests(ConsoleCase):
                what="a second idle warning")
         msg, code, _ = self.ended(c)
         self.assertGreaterEqual(time.monotonic() - typed, 2.5, "cut before the idle time")
-        self.assertEqual(msg, {"type": "closed",
+        self.assertEqual(msg, {"type": "closed", "state": "closed", "reason": "idle",
                                "message": "the session was idle for 3 s and has been closed"})
         self.assertEqual(code, 1008)
         end = self.audit("session.end", since=mark, vm="linux01")
