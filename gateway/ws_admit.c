@@ -85,8 +85,12 @@ int gw_ws_admit(gw_server *srv, struct lws *wsi, gw_ws_request *req)
     if (!ep)
         return gw_ws_refuse(srv, wsi, 404, "no such WebSocket endpoint");
 
+    /* A foreign Origin is refused whoever asks; a missing one only where
+     * the identity is a cookie (which rides along on any site's request).
+     * Without any identity the answer is 401, so that a client whose token
+     * was revoked is told so. */
     int have_id = gw_identify(srv, wsi, &req->id);
-    if (gw_origin_check(srv, wsi, have_id != 0 || req->id.via_cookie) != 0) {
+    if (gw_origin_check(srv, wsi, have_id == 0 && req->id.via_cookie) != 0) {
         audit_denied(srv, have_id == 0 ? req->id.user : "-", ep->protocol, "-", addr,
                      "foreign or missing Origin");
         return gw_ws_refuse(srv, wsi, 403, "WebSocket from a foreign or missing Origin");

@@ -10,6 +10,7 @@
 #include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 
 #define WS_DIRECT_MAX 4096 /* output written at once when the path is clear */
 /* lws_write's close opcode: lws 4.1 leaves it out of its public enum (its
@@ -19,6 +20,9 @@
 /* A warning goes out this long before a timeout cuts the session (or half
  * the timeout, when that is shorter). */
 #define WS_WARN_MS 60000ull
+/* While the client is not read (its target takes nothing), lws does not
+ * watch its socket and would never see it die: it is probed this often. */
+#define WS_PROBE_MS 5000ull
 
 typedef struct out_frame {
     struct out_frame *next;
@@ -52,6 +56,8 @@ struct gw_ws_conn {
     int idle_s, max_s;
     bool warned_idle, warned_max;
 };
+
+static void arm_timeouts(gw_ws_conn *c);
 
 gw_server *gw_ws_server(const gw_ws_conn *c) { return c->srv; }
 void *gw_ws_state(const gw_ws_conn *c) { return c->state; }
@@ -165,6 +171,8 @@ void gw_ws_rx_pause(gw_ws_conn *c, bool paused)
         return;
     c->rx_paused = paused;
     lws_rx_flow_control(c->wsi, paused ? 0 : 1);
+    if (paused)
+        arm_timeouts(c); /* the probe */
 }
 
 /* ---- timers ---------------------------------------------------------- */
@@ -203,6 +211,8 @@ static void arm_timeouts(gw_ws_conn *c)
         if (t < next)
             next = t;
     }
+    if (c->rx_paused && now + WS_PROBE_MS < next)
+        next = now + WS_PROBE_MS;
     if (next == UINT64_MAX)
         return;
     uint64_t delay = next > now ? next - now : 1;
@@ -232,10 +242,23 @@ static void cut(gw_ws_conn *c, const char *reason, const char *message)
               GW_WS_CLOSE_POLICY);
 }
 
+/* A client that is not read may have gone. Its unread bytes still sit in
+ * the socket, ahead of its FIN, so a read would not tell; POLLRDHUP does
+ * (a WebSocket client never half-closes TCP while it means to go on). */
+static bool client_gone(gw_ws_conn *c)
+{
+    struct pollfd p = {.fd = lws_get_socket_fd(c->wsi), .events = POLLRDHUP};
+    return poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
 static void on_timer(gw_ws_conn *c)
 {
-    if (c->ending || (!c->idle_s && !c->max_s))
+    if (c->ending)
         return;
+    if (c->rx_paused && client_gone(c)) {
+        lws_set_timeout(c->wsi, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_ASYNC);
+        return;
+    }
     uint64_t now = uv_now(c->srv->loop);
     char msg[160], limit[32];
     if (c->max_s) {
