@@ -342,6 +342,12 @@ static int create_vhost(gw_server *srv, const gw_addr *a, bool tls, char *err, s
     else
         info.options = LWS_SERVER_OPTION_DISABLE_IPV6;
     info.keepalive_timeout = 30;
+    /* TCP keepalive on every client: a client that died while we were not
+     * reading it (its FIN queued behind bytes our zero window refuses) is
+     * only found by a probe the dead host answers with a reset. */
+    info.ka_time = 60;
+    info.ka_probes = 3;
+    info.ka_interval = 10;
     /* A connection must finish its TLS handshake and its request headers
      * in this time; a client that stalls is dropped, holding nothing. */
     info.timeout_secs = (unsigned)srv->cfg->limits.handshake_timeout_seconds;

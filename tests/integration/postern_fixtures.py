@@ -2032,8 +2032,15 @@ class WsConsole:
                     break
         self._shutdown()
 
-    def abort(self):
-        """Drops the TCP connection without a close frame."""
+    def abort(self, reset=False):
+        """Drops the TCP connection without a close frame. reset: with a
+        TCP reset (SO_LINGER 0), as a crashed host or a middlebox does; a
+        plain close (a killed process) sends its FIN after any unsent
+        bytes."""
+        if reset and self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                     _ws_struct.pack("ii", 1, 0))
         self._shutdown()
 
     def __enter__(self):

@@ -50,6 +50,7 @@ class TcpVm:
         self.size = size
         self.accepted = 0
         self.received = 0
+        self.sent = 0              # bytes the kernel took from us (source)
         self.peer_closed = threading.Event()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -81,7 +82,9 @@ class TcpVm:
                     c.sendall(b)
                 c.shutdown(socket.SHUT_WR)
             elif self.mode == "source":
-                c.sendall(stream_bytes(self.size))
+                data = memoryview(stream_bytes(self.size))
+                while self.sent < self.size:
+                    self.sent += c.send(data[self.sent:self.sent + 65536])
                 c.shutdown(socket.SHUT_WR)
                 while c.recv(65536):
                     pass
@@ -131,7 +134,7 @@ def setUpModule():
         passwords[name] = "pw-" + secrets.token_urlsafe(12)
         users.add(name, passwords[name], roles)
     vms = {}
-    for mode, size in (("echo", 0), ("source", 8 << 20), ("sink", 0), ("reset", 300000)):
+    for mode, size in (("echo", 0), ("source", 48 << 20), ("sink", 0), ("reset", 300000)):
         vms[mode] = TcpVm(mode, size)
         unittest.addModuleCleanup(vms[mode].close)
     _m.update(sshd=sshd, users=users, passwords=passwords, vms=vms)
@@ -256,21 +259,40 @@ class TunnelTests(TunnelCase):
                    message="the tunnel no longer active")
 
     def test_a_slow_client_holds_the_vm_back_with_bounded_memory(self):
-        # 8 MiB from the VM, nobody reading: the gateway must stop reading
-        # the VM rather than buffer it.
+        # 48 MiB from the VM, nobody reading: the gateway must stop reading
+        # the VM rather than buffer it. The direct measure is the VM's own
+        # count of bytes the kernel took: once the socket buffers on the way
+        # are full it must stop growing. Loopback buffers grow to a few MiB
+        # each (tcp_rmem/tcp_wmem), so the count plateaus well below 48 MiB;
+        # without back-pressure it would reach 48 MiB in a second.
+        # RSS gets a loose bound too (ASan's quarantine keeps freed buffers).
+        vm = _m["vms"]["source"]
         baseline = process_rss_kib(self.gw.pid)
-        c = self.tunnel("source01", _m["vms"]["source"].port)
-        time.sleep(2.0)  # let whatever the gateway would buffer arrive
+        c = self.tunnel("source01", vm.port)
+        time.sleep(2.0)
+        first = vm.sent
+        time.sleep(2.0)
+        second = vm.sent
         held = process_rss_kib(self.gw.pid) - baseline
-        self.assertLess(held, 6 * 1024, "the gateway buffered %d KiB for a reader that "
-                        "stops reading" % held)
-        c.wait(lambda: len(c.output) >= (8 << 20), timeout=60, what="the 8 MiB")
-        self.assertEqual(bytes(c.output), stream_bytes(8 << 20))
+        detail = "VM sent %d then %d bytes; gateway RSS +%d KiB" % (first, second, held)
+        print("\nback-pressure: " + detail)
+        self.assertEqual(first, second, "the gateway kept reading: " + detail)
+        self.assertLess(second, 24 << 20, detail)
+        self.assertLess(held, 48 * 1024, detail)
+        c.wait(lambda: len(c.output) >= vm.size, timeout=120, what="the 48 MiB")
+        self.assertEqual(hashlib.sha256(bytes(c.output)).hexdigest(),
+                         hashlib.sha256(stream_bytes(vm.size)).hexdigest())
         c.wait_message("eof")
 
     def test_a_vm_that_takes_nothing_stops_the_client(self):
         # The VM never reads: the gateway holds at most its input bound,
-        # then stops reading the WebSocket, so our sends block.
+        # then stops reading the WebSocket, so our sends block. A client
+        # that then goes with a reset must still end the session though the
+        # gateway is not reading it (the probe). A killed process's FIN
+        # waits behind its unsent bytes; TCP keepalive finds that one once
+        # its kernel drops the orphan (minutes, not tested here).
+        mark = audit_mark(self.gw)
+        active = self.metric(TUNNEL_ACTIVE) or 0
         baseline = process_rss_kib(self.gw.pid)
         c = self.tunnel("sink01", _m["vms"]["sink"].port)
         c.wait_message("status", match=lambda m: m.get("state") == "connected")
@@ -286,8 +308,14 @@ class TunnelTests(TunnelCase):
         self.assertLess(sent, 32 << 20, "the gateway kept reading a tunnel whose VM "
                         "takes nothing (%d bytes)" % sent)
         held = process_rss_kib(self.gw.pid) - baseline
-        self.assertLess(held, 8 * 1024, "the gateway buffered %d KiB" % held)
-        c.abort()
+        self.assertLess(held, 48 * 1024, "the gateway buffered %d KiB" % held)
+        c.abort(reset=True)
+        end = wait_until(lambda: audit_events(self.gw, "session.end", since=mark,
+                                              vm="sink01"), 20,
+                         message="session.end of a tunnel whose client died unread")
+        self.assertEqual(end[0]["reason"], "client closed")
+        wait_until(lambda: (self.metric(TUNNEL_ACTIVE) or 0) == active, 10,
+                   message="the dead tunnel no longer active")
 
     def test_a_vm_reset_mid_transfer_ends_the_tunnel_with_the_bytes_audited(self):
         mark = audit_mark(self.gw)
