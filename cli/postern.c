@@ -8,11 +8,13 @@
  *   postern audit verify FILE
  *   postern recording verify [--public-key PEM_FILE | --state-dir DIR] FILE...
  *   postern recording public-key --state-dir DIR
+ *   postern login | logout | status | tunnel | ssh | rdp ... (cli/remote.h)
  *
  * User commands edit the users file atomically and never print a secret
  * other than the TOTP enrolment URI they exist to show. A running gateway
  * picks changes up on SIGHUP. Recording commands only read. */
 #include "auth/auth.h"
+#include "cli/remote.h"
 #include "recording/recording.h"
 
 #include "common/err.h"
@@ -50,7 +52,10 @@ static void usage(FILE *f)
             "       postern audit verify FILE\n"
             "       postern recording verify [--public-key PEM_FILE | --state-dir DIR] FILE...\n"
             "       postern recording public-key --state-dir DIR\n"
-            "       postern --version\n");
+            "       postern --version\n"
+            "       postern COMMAND --help\n"
+            "\nTo reach VMs through a gateway (each command's --help says more):\n");
+    cli_remote_usage(f);
 }
 
 static int parse_options(int argc, char **argv, int first, options *o)
@@ -403,6 +408,11 @@ int main(int argc, char **argv)
         return audit_command(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "recording") == 0)
         return recording_command(argc, argv);
+    cli_command_fn remote = argc >= 2 ? cli_remote_command(argv[1]) : NULL;
+    if (remote)
+        return remote(argc - 1, argv + 1);
+    if (argc >= 2)
+        fprintf(stderr, "postern: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return EXIT_USAGE;
 }

@@ -323,10 +323,17 @@ static json_t *reachable_vms(gw_server *srv, const gw_identity *id)
             json_array_append_new(protos, json_string("ssh"));
         if (vm->rdp.enabled)
             json_array_append_new(protos, json_string("rdp"));
-        json_array_append_new(list, json_pack("{s:s,s:o,s:o,s:o,s:b}", "name", vm->name, "tags",
-                                              tags, "protocols", protos, "actions",
+        /* The ports, so that `postern ssh NAME` and `postern rdp NAME`
+         * need not be told. */
+        json_t *ports = json_object();
+        if (vm->ssh.enabled)
+            json_object_set_new(ports, "ssh", json_integer(vm->ssh.port));
+        if (vm->rdp.enabled)
+            json_object_set_new(ports, "rdp", json_integer(vm->rdp.port));
+        json_array_append_new(list, json_pack("{s:s,s:o,s:o,s:o,s:b,s:o}", "name", vm->name,
+                                              "tags", tags, "protocols", protos, "actions",
                                               action_array(acts), "jit_required",
-                                              vm->jit.required));
+                                              vm->jit.required, "ports", ports));
     }
     return list;
 }
