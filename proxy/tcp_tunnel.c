@@ -277,7 +277,9 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         maybe_free(t);
         return;
     }
-    if (status != 0 || !res)
+    if (t->ended) /* the connect timeout came first: connect nothing */
+        ;
+    else if (status != 0 || !res)
         end(t, PROXY_END_UNREACHABLE, uv_strerror(status));
     else
         start_connect(t, res->ai_addr);
@@ -313,6 +315,8 @@ static int tcpt_open(uv_loop_t *loop, const proxy_target *p, const proxy_callbac
     *out = &t->base;
     if (t->cb.on_state)
         t->cb.on_state(ud, PROXY_STATE_CONNECTING, "connecting");
+    if (t->closing) /* closed from that callback: connect nothing */
+        return 0;
 
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof(ss));
