@@ -71,7 +71,7 @@ typedef struct conn {
     /* The end, as the gateway said it. */
     bool ws_done, told;
     int code;
-    char message[512];
+    char message[1100];
     char text[TEXT_MAX];
     size_t text_len;
     bool text_overflow;
@@ -130,7 +130,7 @@ static void set_end(conn *c, int code, const char *message)
 static void refused_upgrade(conn *c, int status, const char *lws_why)
 {
     const cli_tunnel_opts *o = c->r->o;
-    char msg[600];
+    char msg[sizeof(c->message)];
     if (o->trust->failure[0]) {
         set_end(c, CLI_TLS, o->trust->failure);
         return;
@@ -817,7 +817,7 @@ static int start_listen(run *r)
     r->local_port = ntohs(bound.ss_family == AF_INET6
                               ? ((struct sockaddr_in6 *)&bound)->sin6_port
                               : ((struct sockaddr_in *)&bound)->sin_port);
-    if (!r->o->quiet) {
+    {   /* always: with port 0 it is how the user learns the port */
         char name[64] = "";
         if (bound.ss_family == AF_INET6)
             uv_ip6_name((struct sockaddr_in6 *)&bound, name, sizeof(name));

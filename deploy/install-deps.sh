@@ -11,9 +11,12 @@ BUILD_PKGS=(
   libcmocka-dev
 )
 # Real servers and clients the integration tests drive, and the demo's sshd.
+# RDP: freerdp-shadow-cli on an Xvfb display (with an xterm on it) is the
+# test target, xfreerdp the client, winpr-hash writes its SAM lines.
 TEST_PKGS=(
   openssh-server openssh-client openssl curl procps python3 ca-certificates
   chromium asciinema python3-websocket
+  xvfb freerdp2-x11 freerdp2-shadow-x11 winpr-utils x11-xserver-utils xdotool xterm
 )
 
 if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi

@@ -2115,3 +2115,581 @@ class SilentTcpServer:
     def __exit__(self, *exc):
         self.close()
         return False
+
+
+# ---------------------------------------------------------------------------
+# RDP test target: FreeRDP's shadow server sharing an Xvfb display
+#
+# Verified on Debian 12 (FreeRDP 2.11.7):
+# - `freerdp-shadow-cli /bind-address:127.0.0.1 /port:P +auth /sec:nla
+#   /sam-file:FILE` checks NLA (NTLM) logins against FILE, one line per user
+#   from `winpr-hash -u USER -p PASS -f sam`; /etc/winpr/SAM is not needed or
+#   touched. With /sec:tls it accepts any password, so refusals need NLA.
+# - It makes its certificate on first start in
+#   $XDG_CONFIG_HOME/freerdp/shadow/shadow.crt (CN "vm", RSA, self-signed).
+# - xfreerdp needs an X display even for /help and +auth-only; it creates
+#   $XDG_CONFIG_HOME/freerdp even with /cert:ignore, hence a private HOME.
+#   `/cert:fingerprint:sha256:AA:BB:...` (colons required, any case) pins.
+# - Exit codes: 0 success, 143 TLS failed (certificate refused), 147
+#   transport failed (the shadow server drops a failed NLA login), 131
+#   nothing listening.
+# - SIGTERM makes xfreerdp print a backtrace; destroying its window gives an
+#   X error and exit 1. WM_DELETE_WINDOW (sent by x11_close_window, there is
+#   no window manager to do it) ends the session with exit 0.
+
+XF_EXIT_TLS_CONNECT_FAILED = 143
+XF_EXIT_CONNECT_TRANSPORT_FAILED = 147
+RDP_TOOLS = {"Xvfb": "xvfb", "xterm": "xterm", "xdotool": "xdotool",
+             "freerdp-shadow-cli": "freerdp2-shadow-x11",
+             "xfreerdp": "freerdp2-x11", "winpr-hash": "winpr-utils"}
+
+
+def require_rdp_tools():
+    for tool, package in RDP_TOOLS.items():
+        if shutil.which(tool) is None:
+            raise missing_prerequisite("needs %s (package %s)" % (tool, package))
+
+
+def _x11_socket(display):
+    return "/tmp/.X11-unix/X%d" % display
+
+
+def _x_env(display, home=None):
+    """Environment for an X client on :display (with a private HOME)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DISPLAY", "XAUTHORITY", "WAYLAND_DISPLAY",
+                        "XDG_CONFIG_HOME", "XDG_RUNTIME_DIR")}
+    env["DISPLAY"] = ":%d" % display
+    if home is not None:
+        env["HOME"] = home
+        env["XDG_CONFIG_HOME"] = os.path.join(home, ".config")
+    return env
+
+
+def x11_find_window(display, name_regex, timeout=START_TIMEOUT, alive=None):
+    """Id of the first window on :display whose name matches (xdotool
+    search). Raises AssertionError at the deadline or once alive() is
+    false."""
+    require_tool("xdotool")
+    env = _x_env(display)
+    deadline = time.monotonic() + timeout
+    while True:
+        r = run(["xdotool", "search", "--name", name_regex], env=env,
+                check=False, timeout=10)
+        ids = r.stdout.split()
+        if ids:
+            return int(ids[0])
+        if alive is not None and not alive():
+            raise AssertionError("process gone before a window /%s/ "
+                                 "appeared on :%d" % (name_regex, display))
+        if time.monotonic() >= deadline:
+            raise AssertionError("no window /%s/ on :%d within %.1fs"
+                                 % (name_regex, display, timeout))
+        time.sleep(0.05)
+
+
+class Xvfb(_Fixture):
+    """A virtual X server on a display number it picks itself (-displayfd:
+    the first free one, arbitrated by the X lock files, so parallel tests
+    do not collide). Local unix socket only (-nolisten tcp).
+
+    Attributes after start(): display (int), name (":N"), proc, log.
+    """
+
+    def __init__(self, screen="1280x800x24"):
+        self.screen = screen
+        self.display = None
+        self.proc = None
+        self.dir = None
+        self.log = None
+
+    @property
+    def name(self):
+        return ":%d" % self.display
+
+    def start(self):
+        require_tool("Xvfb")
+        self.dir = tempfile.mkdtemp(prefix="postern-xvfb-")
+        self.log = LogFile(os.path.join(self.dir, "xvfb.log"))
+        rfd, wfd = os.pipe()
+        try:
+            with open(self.log.path, "wb") as logf:
+                self.proc = subprocess.Popen(
+                    ["Xvfb", "-displayfd", str(wfd), "-screen", "0",
+                     self.screen, "-nolisten", "tcp", "-noreset"],
+                    stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                    pass_fds=(wfd,), start_new_session=True)
+            os.close(wfd)
+            wfd = None
+            self.display = self._read_display(rfd)
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            if wfd is not None:
+                os.close(wfd)
+            os.close(rfd)
+        return self
+
+    def _read_display(self, rfd):
+        # Xvfb writes "N\n" once it accepts connections.
+        import select
+        deadline = time.monotonic() + START_TIMEOUT
+        data = b""
+        while b"\n" not in data:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("Xvfb gave no display number within %ss\n%s"
+                                     % (START_TIMEOUT, _log_tail(self.log.path)))
+            ready, _, _ = select.select([rfd], [], [], min(left, 0.5))
+            if ready:
+                chunk = os.read(rfd, 64)
+                if not chunk:   # closed: Xvfb died
+                    break
+                data += chunk
+        if b"\n" not in data:
+            self.proc.wait(timeout=5)
+            raise AssertionError("Xvfb exited with %s\n%s"
+                                 % (self.proc.returncode,
+                                    _log_tail(self.log.path)))
+        return int(data.strip())
+
+    def find_window(self, name_regex, timeout=START_TIMEOUT, alive=None):
+        return x11_find_window(self.display, name_regex, timeout, alive)
+
+    def close(self):
+        pid = self.proc.pid if self.proc is not None else None
+        try:
+            stop_process(self.proc)
+        finally:
+            self.proc = None
+            # Killed hard, Xvfb leaves its lock and socket: drop them when
+            # the lock is still ours.
+            if self.display is not None and pid is not None:
+                lock = "/tmp/.X%d-lock" % self.display
+                try:
+                    with open(lock) as f:
+                        owner = int(f.read().strip() or 0)
+                except (OSError, ValueError):
+                    owner = None
+                if owner == pid:
+                    for p in (lock, _x11_socket(self.display)):
+                        with contextlib.suppress(OSError):
+                            os.unlink(p)
+            if self.dir:
+                shutil.rmtree(self.dir, ignore_errors=True)
+                self.dir = None
+
+
+def x11_close_window(display, window):
+    """Sends WM_DELETE_WINDOW to `window` on :display, as a window manager's
+    close button would (speaks the X11 protocol itself: stdlib only, no
+    window manager on an Xvfb). Returns once the server has processed it."""
+    import struct
+
+    def recv_exact(s, n):
+        buf = b""
+        while len(buf) < n:
+            chunk = s.recv(n - len(buf))
+            if not chunk:
+                raise AssertionError("X server :%d closed the connection"
+                                     % display)
+            buf += chunk
+        return buf
+
+    def reply(s):
+        while True:
+            head = recv_exact(s, 32)
+            if head[0] == 0:
+                raise AssertionError("X error %d from :%d" % (head[1], display))
+            if head[0] == 1:
+                extra = struct.unpack("<I", head[4:8])[0]
+                return head + recv_exact(s, extra * 4)
+            # an event: not for us
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(_x11_socket(display))
+        # Connection setup, little-endian, protocol 11.0, no authorisation
+        # (an Xvfb started without -auth accepts local clients).
+        s.sendall(struct.pack("<BxHHHHxx", 0x6C, 11, 0, 0, 0))
+        head = recv_exact(s, 8)
+        recv_exact(s, struct.unpack("<H", head[6:8])[0] * 4)
+        if head[0] != 1:
+            raise AssertionError("X server :%d refused the connection (%d)"
+                                 % (display, head[0]))
+        atoms = []
+        for name in (b"WM_PROTOCOLS", b"WM_DELETE_WINDOW"):
+            pad = (4 - len(name) % 4) % 4
+            s.sendall(struct.pack("<BBHHxx", 16, 0,   # InternAtom
+                                  2 + (len(name) + pad) // 4, len(name))
+                      + name + b"\0" * pad)
+            atoms.append(struct.unpack("<I", reply(s)[8:12])[0])
+        event = struct.pack("<BBHII5I", 33, 32, 0, window,   # ClientMessage
+                            atoms[0], atoms[1], 0, 0, 0, 0)
+        s.sendall(struct.pack("<BBHII", 25, 0, 11, window, 0) + event)
+        s.sendall(struct.pack("<BxH", 43, 1))   # GetInputFocus: a round trip
+        reply(s)
+
+
+def _colon_sha256(fingerprint):
+    """"aabb.." or "AA:BB:.." -> "AA:BB:..", the form xfreerdp accepts."""
+    hexstr = fingerprint.replace(":", "").upper()
+    if not re.fullmatch(r"[0-9A-F]{64}", hexstr):
+        raise ValueError("not a SHA-256 fingerprint: %r" % (fingerprint,))
+    return ":".join(hexstr[i:i + 2] for i in range(0, 64, 2))
+
+
+def _xfreerdp_argv(host, port, user, password, cert):
+    if not _is_loopback(host):
+        raise ValueError("tests use 127.0.0.0/8 only, not %r" % (host,))
+    argv = ["xfreerdp", "/v:%s:%d" % (host, port), "/u:" + user,
+            "/p:" + password, "/log-level:INFO"]
+    if cert is None:
+        argv.append("/cert:ignore")
+    else:
+        argv.append("/cert:fingerprint:sha256:" + _colon_sha256(cert))
+    return argv
+
+
+@contextlib.contextmanager
+def _client_display(display):
+    """The given display number, or a private Xvfb for the duration."""
+    if display is not None:
+        yield display
+        return
+    with Xvfb(screen="1024x768x24") as x:
+        yield x.display
+
+
+def _communicate_or_kill(proc, timeout, what):
+    try:
+        return proc.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        stop_process(proc)
+        out = proc.communicate()[0]
+        raise AssertionError("%s still running after %ss\n%s"
+                             % (what, timeout, out[-4000:]))
+
+
+def xfreerdp_auth_only(host, port, user, password, timeout=30, display=None,
+                       cert=None):
+    """`xfreerdp +auth-only` towards host:port: (returncode, output).
+
+    0 when the login is accepted; 147 when the shadow server refuses the
+    NLA credentials; 143 when `cert` (a SHA-256 fingerprint to pin; None:
+    /cert:ignore) does not match. xfreerdp opens an X display even here:
+    `display` (a number), else a private Xvfb is started for the call.
+    Runs with a throwaway HOME, so nothing lands in the real one.
+    """
+    argv = _xfreerdp_argv(host, port, user, password, cert) + ["+auth-only"]
+    with _client_display(display) as disp, TempDir("postern-xfreerdp-") as home:
+        proc = subprocess.Popen(argv, env=_x_env(disp, home),
+                                stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True,
+                                errors="replace", start_new_session=True)
+        try:
+            out = _communicate_or_kill(proc, timeout, "xfreerdp +auth-only")
+        finally:
+            stop_process(proc)
+        return proc.returncode, out
+
+
+class RdpSessionResult:
+    """What xfreerdp_session saw.
+
+    connected: xfreerdp's session window appeared (it is made after the
+      connection sequence, NLA included, has finished);
+    held: the client was still connected when `seconds` had passed;
+    clean: it then exited 0 on WM_DELETE_WINDOW;
+    connect_seconds: launch to window; returncode, output: xfreerdp's.
+    """
+
+    def __init__(self):
+        self.connected = False
+        self.held = False
+        self.clean = False
+        self.connect_seconds = None
+        self.returncode = None
+        self.output = ""
+
+    @property
+    def ok(self):
+        return self.connected and self.held and self.clean
+
+    def __repr__(self):
+        return ("<RdpSessionResult connected=%s held=%s clean=%s rc=%s "
+                "connect=%ss>\n%s" % (self.connected, self.held, self.clean,
+                                      self.returncode, self.connect_seconds,
+                                      self.output[-3000:]))
+
+
+def xfreerdp_session(host, port, user, password, seconds=3.0, display=None,
+                     cert=None, timeout=30, size="1024x768"):
+    """Holds a real xfreerdp session for `seconds`, then closes its window
+    like a user would. Returns an RdpSessionResult (never raises for a
+    session that fails: look at .connected / .returncode / .output).
+
+    The client draws on `display` (a number), else on a private Xvfb. Do
+    not use the display the server shares: the client would film itself.
+    """
+    argv = _xfreerdp_argv(host, port, user, password, cert) + ["/size:" + size]
+    title = r"^FreeRDP: %s:%d$" % (re.escape(host), port)
+    res = RdpSessionResult()
+    with _client_display(display) as disp, TempDir("postern-xfreerdp-") as home:
+        logpath = os.path.join(home, "xfreerdp.log")
+        proc = None
+        try:
+            with open(logpath, "wb") as logf:
+                started = time.monotonic()
+                proc = subprocess.Popen(argv, env=_x_env(disp, home),
+                                        stdin=subprocess.DEVNULL, stdout=logf,
+                                        stderr=logf, start_new_session=True)
+            try:
+                window = x11_find_window(disp, title, timeout=timeout,
+                                         alive=lambda: proc.poll() is None)
+            except AssertionError:
+                window = None
+            if window is not None:
+                res.connected = True
+                res.connect_seconds = round(time.monotonic() - started, 2)
+                try:
+                    proc.wait(timeout=seconds)   # ends early: not held
+                except subprocess.TimeoutExpired:
+                    res.held = True
+                if res.held:
+                    x11_close_window(disp, window)
+                    try:
+                        proc.wait(timeout=10)
+                        res.clean = proc.returncode == 0
+                    except subprocess.TimeoutExpired:
+                        pass
+        finally:
+            stop_process(proc)
+            if proc is not None:
+                res.returncode = proc.returncode
+            res.output = _log_tail(logpath, lines=200)
+    return res
+
+
+def _listening_inodes(host, port):
+    """Socket inodes listening on host:port (IPv4), from /proc/net/tcp."""
+    want = "%s:%04X" % ("".join("%02X" % b for b in
+                                reversed(socket.inet_aton(host))), port)
+    found = set()
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            parts = line.split()
+            if parts[1] == want and parts[3] == "0A":   # TCP_LISTEN
+                found.add(parts[9])
+    return found
+
+
+def _tcp_listeners_on_port(port):
+    """Local addresses (hex, as in /proc/net/tcp{,6}) listening on port."""
+    out = []
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError), open(path) as f:
+            next(f)
+            for line in f:
+                parts = line.split()
+                addr, _, p = parts[1].rpartition(":")
+                if int(p, 16) == port and parts[3] == "0A":
+                    out.append(addr)
+    return out
+
+
+def _process_socket_inodes(pid):
+    inodes = set()
+    fd_dir = "/proc/%d/fd" % pid
+    with contextlib.suppress(FileNotFoundError):
+        for fd in os.listdir(fd_dir):
+            with contextlib.suppress(OSError):
+                target = os.readlink(os.path.join(fd_dir, fd))
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+    return inodes
+
+
+class RdpShadow(_Fixture):
+    """A real RDP server: FreeRDP's shadow server on 127.0.0.1:<free port>,
+    sharing an Xvfb screen (1280x800x24) with an xterm on it, NLA logins
+    checked against a SAM file of its own (one random-password user).
+
+    Attributes after start(): host, port, user, password, password_file
+    (0600, the password alone, for the gateway's rdp.password_file),
+    display (server's X display number), client_display (a second Xvfb for
+    xfreerdp), cert_path, cert_der, cert_sha256 ("AA:BB:..", as `rdp.
+    cert_sha256` and xfreerdp's pin take it), cert_sha256_hex, sam_path,
+    log (the shadow server's output), typed_path (what the xterm got typed:
+    it runs `cat` into that file).
+
+    Helpers: auth_only(...), session(...), vm_config(name).
+    sec="tls" drops NLA: then any password is accepted.
+    """
+
+    XTERM_TITLE = "postern-itest-rdp"
+
+    def __init__(self, host=LOOPBACK, user="postern-rdp", password=None,
+                 sec="nla"):
+        if not _is_loopback(host):
+            raise ValueError("tests use 127.0.0.0/8 only")
+        if sec not in ("nla", "tls"):
+            raise ValueError("sec must be nla or tls")
+        self.host = host
+        self.port = None
+        self.user = user
+        self.password = password
+        self.sec = sec
+        self.dir = None
+        self.server_x = None
+        self.client_x = None
+        self.xterm = None
+        self.proc = None
+        self.log = None
+        self.cert_path = self.cert_der = None
+        self.cert_sha256 = self.cert_sha256_hex = None
+
+    @property
+    def display(self):
+        return self.server_x.display if self.server_x else None
+
+    @property
+    def client_display(self):
+        return self.client_x.display if self.client_x else None
+
+    def start(self):
+        require_rdp_tools()
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _start(self):
+        if self.password is None:
+            self.password = secrets.token_urlsafe(18)
+        self.dir = tempfile.mkdtemp(prefix="postern-rdp-")
+        home = os.path.join(self.dir, "home")
+        os.makedirs(home)
+
+        self.sam_path = os.path.join(self.dir, "SAM")
+        line = run(["winpr-hash", "-u", self.user, "-p", self.password,
+                    "-f", "sam"]).stdout.strip()
+        if not line.startswith(self.user + ":"):
+            raise AssertionError("unexpected winpr-hash output %r" % line)
+        fd = os.open(self.sam_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(line + "\n")
+        self.password_file = os.path.join(self.dir, "password")
+        fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                     0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.password)
+
+        self.server_x = Xvfb(screen="1280x800x24").start()
+        self.typed_path = os.path.join(self.dir, "typed.txt")
+        with open(os.path.join(self.dir, "xterm.log"), "wb") as logf:
+            self.xterm = subprocess.Popen(
+                ["xterm", "-T", self.XTERM_TITLE, "-geometry", "120x40+40+40",
+                 "-e", "/bin/sh", "-c",
+                 'echo "Postern RDP test target"; exec cat > "$0"',
+                 self.typed_path],
+                env=_x_env(self.server_x.display, home),
+                stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                start_new_session=True)
+        self.server_x.find_window("^%s$" % self.XTERM_TITLE,
+                                  alive=lambda: self.xterm.poll() is None)
+
+        self.port = free_port(self.host)
+        self.log = LogFile(os.path.join(self.dir, "shadow.log"))
+        argv = ["freerdp-shadow-cli", "/bind-address:" + self.host,
+                "/port:%d" % self.port, "/sec:" + self.sec]
+        if self.sec == "nla":
+            argv += ["+auth", "/sam-file:" + self.sam_path]
+        with open(self.log.path, "wb") as logf:
+            self.proc = subprocess.Popen(
+                argv, env=_x_env(self.server_x.display, home),
+                stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                start_new_session=True)
+        self._wait_listening()
+
+        self.cert_path = os.path.join(home, ".config", "freerdp", "shadow",
+                                      "shadow.crt")
+        with open(self.cert_path) as f:
+            self.cert_der = pem_to_der(f.read())
+        self.cert_sha256 = der_fingerprint(self.cert_der)
+        self.cert_sha256_hex = hashlib.sha256(self.cert_der).hexdigest()
+
+        self.client_x = Xvfb(screen="1024x768x24").start()
+
+    def _wait_listening(self):
+        # Read the kernel's table instead of connecting (a probe connection
+        # is a failed RDP login in the server's log), and make sure the
+        # listener is this process's, not whoever won a race for the port.
+        def ours():
+            if self.proc.poll() is not None:
+                raise AssertionError("freerdp-shadow-cli exited with %s\n%s"
+                                     % (self.proc.returncode,
+                                        _log_tail(self.log.path)))
+            listening = _listening_inodes(self.host, self.port)
+            return listening and listening & _process_socket_inodes(
+                self.proc.pid)
+        try:
+            wait_until(ours, START_TIMEOUT,
+                       message="freerdp-shadow-cli listening on %s:%d"
+                       % (self.host, self.port))
+        except AssertionError as e:
+            raise AssertionError("%s\n%s" % (e, _log_tail(self.log.path)))
+
+    def auth_only(self, password=None, user=None, cert=None, timeout=30):
+        return xfreerdp_auth_only(
+            self.host, self.port, self.user if user is None else user,
+            self.password if password is None else password, timeout=timeout,
+            display=self.client_display, cert=cert)
+
+    def session(self, seconds=3.0, password=None, user=None, cert=None,
+                timeout=30):
+        return xfreerdp_session(
+            self.host, self.port, self.user if user is None else user,
+            self.password if password is None else password, seconds=seconds,
+            display=self.client_display, cert=cert, timeout=timeout)
+
+    def vm_config(self, name="win01", **more):
+        """A gateway `vms` entry pointing at this server, certificate
+        pinned (add username=/password_file= as the test needs)."""
+        vm = {"name": name, "address": self.host,
+              "rdp": {"port": self.port, "cert_sha256": self.cert_sha256}}
+        vm.update(more)
+        return vm
+
+    def stop(self, timeout=10.0):
+        rc = stop_process(self.proc, signal.SIGTERM, timeout)
+        self.proc = None
+        return rc
+
+    def close(self):
+        # Each step runs whatever the one before it did.
+        try:
+            if self.client_x is not None:
+                self.client_x.close()
+        finally:
+            self.client_x = None
+            try:
+                self.stop()
+            finally:
+                try:
+                    stop_process(self.xterm)
+                finally:
+                    self.xterm = None
+                    try:
+                        if self.server_x is not None:
+                            self.server_x.close()
+                    finally:
+                        self.server_x = None
+                        if self.dir:
+                            shutil.rmtree(self.dir, ignore_errors=True)
+                            self.dir = None

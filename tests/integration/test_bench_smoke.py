@@ -1,17 +1,20 @@
-"""The SSH console benchmark (tests/bench/ssh_bench.py) still runs.
+"""The benchmarks (tests/bench/ssh_bench.py, tunnel_bench.py) still run.
 
 Benchmarks are run by hand, so nothing else would notice when a change to
 the gateway, the protocol or the fixtures breaks them. This runs the
 smallest useful configuration with every moving part: the load generator
 through the gateway and direct, typing together, the echo VM stand-in, the
 bare-relay control, warm-up keys and the per-key trace; then checks the
-counts in its JSON. No figure is asserted: timing belongs to the bench.
+counts in its JSON. The tunnel bench runs --quick (scp, raw TCP, set-up,
+CPU per GB, idle tunnels, through postern, ProxyJump and direct) and must
+print every figure. No figure is asserted: timing belongs to the bench.
 """
 
 import csv
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 import unittest
@@ -20,6 +23,7 @@ import postern_fixtures as pf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BENCH = os.path.join(ROOT, "tests", "bench", "ssh_bench.py")
+TUNNEL_BENCH = os.path.join(ROOT, "tests", "bench", "tunnel_bench.py")
 
 SESSIONS, KEYS, WARMUP, TOGETHER = 3, 6, 2, 2
 
@@ -69,6 +73,54 @@ class SshBenchSmokeTest(unittest.TestCase):
         self.assertEqual(len(rows), SESSIONS * (KEYS + WARMUP))
         self.assertEqual(sum(r["warmup"] == "1" for r in rows), SESSIONS * WARMUP)
         self.assertEqual({int(r["session"]) for r in rows}, set(range(SESSIONS)))
+
+
+class TunnelBenchSmokeTest(unittest.TestCase):
+    def test_quick_run_prints_every_figure(self):
+        pf.require_root()
+        for tool in ("ssh", "scp", "ssh-keygen"):
+            pf.require_tool(tool)
+        tmp = pf.make_temp_dir(self)
+        out = os.path.join(tmp, "tunnel_bench.json")
+        env = dict(os.environ, POSTERN=pf.postern_path())
+        argv = [sys.executable, TUNNEL_BENCH, "--quick", "--posternd", pf.posternd_path(),
+                "--settle", "0.3", "--json", out]
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=150, env=env,
+                           cwd=ROOT)
+        self.assertEqual(r.returncode, 0, "tunnel_bench failed:\n%s\n%s" % (r.stdout, r.stderr))
+        num = r"\s+\d+(?:\.\d+)?(?:\s|$)"
+        for label, count in (("postern tunnel --stdio (ProxyCommand)", 2),
+                             ("ssh -J jump (ProxyJump)", 2),
+                             ("direct to sshd (reference)", 2),
+                             ("postern tunnel --listen", 1),
+                             ("ssh -N -L via jump host", 1),
+                             ("direct TCP (reference)", 1),
+                             ("posternd", 1),
+                             ("postern tunnel --listen (the CLI)", 1)):
+            with self.subTest(row=label):
+                rows = re.findall(r"^   " + re.escape(label) + num, r.stdout, re.M)
+                self.assertEqual(len(rows), count, r.stdout)
+        for heading in ("1. scp throughput", "2. raw TCP throughput", "4. CPU per GB",
+                        "3. connection set-up", "5. posternd VmRSS per idle tunnel"):
+            self.assertIn(heading, r.stdout)
+        for target in (">= ProxyJump: ", ">= ssh -L: ", "<= ProxyJump: ", "< 64 KiB: "):
+            self.assertIn(target, r.stdout)
+
+        with open(out) as f:
+            res = json.load(f)
+        for how in ("postern", "proxyjump", "direct"):
+            with self.subTest(route=how):
+                self.assertEqual(len(res["scp"][how]["seconds"]), 1)
+                self.assertGreater(res["scp"][how]["best_mb_per_s"], 0)
+                self.assertEqual(len(res["setup"][how]["seconds"]), 3)
+                self.assertGreater(res["setup"][how]["median_ms"], 0)
+        for how in ("postern", "ssh_l", "direct"):
+            self.assertGreater(res["tcp"][how]["best_mb_per_s"], 0)
+        for how in ("postern", "ssh_l"):
+            self.assertGreaterEqual(res["tcp"][how]["hop_cpu_s_per_gb"], 0)
+            self.assertGreaterEqual(res["tcp"][how]["client_cpu_s_per_gb"], 0)
+        self.assertEqual(res["idle"]["tunnels"], 10)
+        self.assertIsInstance(res["idle"]["per_tunnel_kib"], float)
 
 
 if __name__ == "__main__":
