@@ -93,6 +93,10 @@ static int parse(const command *c, int argc, char **argv, const char *allowed, o
             o->help = true;
             return 0;
         }
+        if (strcmp(a, "--version") == 0) {
+            printf("postern %s\n", POSTERN_VERSION);
+            exit(CLI_OK);
+        }
         if (strcmp(a, "--") == 0) {
             o->rest = argv + i + 1;
             o->nrest = argc - i - 1;
