@@ -868,8 +868,12 @@ static void teardown(run *r)
             close_local_now(c);
         }
     }
-    if (r->lws)
-        lws_context_destroy(r->lws);
+    /* With a foreign loop lws tears down in two passes (as the gateway
+     * does): the first closes its handles, the second, once the loop has
+     * run their callbacks, frees the context. */
+    struct lws_context *lws = r->lws;
+    if (lws)
+        lws_context_destroy(lws);
     r->lws = NULL;
     /* Conns whose WebSocket lws did not report closed. */
     for (conn *c = r->conns, *next; c; c = next) {
@@ -889,6 +893,11 @@ static void teardown(run *r)
         uv_close((uv_handle_t *)&r->sigterm, NULL);
     while (uv_run(r->loop, UV_RUN_DEFAULT) != 0)
         ; /* a conn freed here may uv_stop: run on until all is closed */
+    if (lws) {
+        lws_context_destroy(lws);
+        while (uv_run(r->loop, UV_RUN_DEFAULT) != 0)
+            ;
+    }
     /* Conns whose handles closed before they were marked done. */
     while (r->conns) {
         conn *c = r->conns;

@@ -206,8 +206,9 @@ class RdpShadowTest(unittest.TestCase):
         binary = pf.posternd_path()
         with pf.TempDir() as d:
             path = os.path.join(d, "c.json")
-            vm = self.rdp.vm_config(username=self.rdp.user,
-                                    password_file=self.rdp.password_file)
+            vm = self.rdp.vm_config()
+            vm["rdp"].update(username=self.rdp.user,
+                             password_file=self.rdp.password_file)
             with open(path, "w") as f:
                 json.dump({"listen": "127.0.0.1:%d" % pf.free_port(),
                            "state_dir": d, "vms": [vm]}, f)
