@@ -154,6 +154,22 @@ static int parse(const command *c, int argc, char **argv, const char *allowed, o
     return 0;
 }
 
+/* The start every command shares: its options and --help. Returns 1 to
+ * go on; 0 when the command is done, with *rc its exit code. */
+static int begin(const char *name, int argc, char **argv, const char *allowed,
+                 const command **c, options *o, int *rc)
+{
+    *c = find_command(name);
+    if ((*rc = parse(*c, argc, argv, allowed, o)) != 0)
+        return 0;
+    if (o->help) {
+        print_help(*c);
+        *rc = CLI_OK;
+        return 0;
+    }
+    return 1;
+}
+
 static bool same_gateway(const char *a, const char *b)
 {
     size_t la = strlen(a), lb = strlen(b);
@@ -352,16 +368,11 @@ static bool mfa_required(const cli_response *r)
 
 static int cmd_login(int argc, char **argv)
 {
-    const command *c = find_command("login");
+    const command *c;
     options o;
-    int rc = parse(c, argc, argv, " --gateway --ca --pin --user --password-stdin --expires-in ",
-                   &o);
-    if (rc != 0)
+    int rc;
+    if (!begin("login", argc, argv, " --gateway --ca --pin --user --password-stdin --expires-in ", &c, &o, &rc))
         return rc;
-    if (o.help) {
-        print_help(c);
-        return CLI_OK;
-    }
     session s;
     if ((rc = open_session(c, &o, false, &s)) != 0)
         return rc;
@@ -481,15 +492,11 @@ out:
 
 static int cmd_logout(int argc, char **argv)
 {
-    const command *c = find_command("logout");
+    const command *c;
     options o;
-    int rc = parse(c, argc, argv, " --gateway --ca --pin ", &o);
-    if (rc != 0)
+    int rc;
+    if (!begin("logout", argc, argv, " --gateway --ca --pin ", &c, &o, &rc))
         return rc;
-    if (o.help) {
-        print_help(c);
-        return CLI_OK;
-    }
     session s;
     if ((rc = open_session(c, &o, false, &s)) != 0)
         return rc;
@@ -520,23 +527,18 @@ static int cmd_logout(int argc, char **argv)
         fprintf(stderr, "postern logout: %s\n", cli_response_error(&r, "the gateway refused"));
         rc = CLI_FAILED;
     }
-    if (rc == CLI_OK || r.status)
-        cli_response_free(&r);
+    cli_response_free(&r); /* zeroed by the request even when it failed */
     close_session(&s);
     return rc;
 }
 
 static int cmd_status(int argc, char **argv)
 {
-    const command *c = find_command("status");
+    const command *c;
     options o;
-    int rc = parse(c, argc, argv, " --gateway --ca --pin ", &o);
-    if (rc != 0)
+    int rc;
+    if (!begin("status", argc, argv, " --gateway --ca --pin ", &c, &o, &rc))
         return rc;
-    if (o.help) {
-        print_help(c);
-        return CLI_OK;
-    }
     session s;
     if ((rc = open_session(c, &o, true, &s)) != 0)
         return rc;
@@ -595,16 +597,11 @@ static int run_tunnel(session *s, const char *vm, int port, bool stdio, const ch
 
 static int cmd_tunnel(int argc, char **argv)
 {
-    const command *c = find_command("tunnel");
+    const command *c;
     options o;
-    int rc = parse(c, argc, argv, " --gateway --ca --pin --vm --port --stdio --listen --quiet ",
-                   &o);
-    if (rc != 0)
+    int rc;
+    if (!begin("tunnel", argc, argv, " --gateway --ca --pin --vm --port --stdio --listen --quiet ", &c, &o, &rc))
         return rc;
-    if (o.help) {
-        print_help(c);
-        return CLI_OK;
-    }
     if (!o.vm)
         return usage_error(c, "%s", "--vm NAME is required");
     if (!o.port)
@@ -658,6 +655,27 @@ static int lookup_port(const command *c, session *s, const char *vm, const char 
     return 0;
 }
 
+/* What `postern ssh` and `postern rdp` share: the VM's NAME, the
+ * session, and the VM's port for proto (--port, else /api/vms). Returns
+ * the port; 0 when the command is done, with *rc its exit code. */
+static int begin_vm(const char *name, const char *proto, int argc, char **argv, options *o,
+                    session *s, int *rc)
+{
+    const command *c;
+    if (!begin(name, argc, argv, " NAME --gateway --ca --pin --port ", &c, o, rc))
+        return 0;
+    if (!o->positional) {
+        *rc = usage_error(c, "%s", "which VM? give its NAME");
+        return 0;
+    }
+    if ((*rc = open_session(c, o, true, s)) != 0)
+        return 0;
+    int port = o->port ? o->port : lookup_port(c, s, o->positional, proto, rc);
+    if (!port)
+        close_session(s);
+    return port;
+}
+
 /* Quotes for the shell that runs ssh's ProxyCommand. */
 static void shell_quote(char *out, size_t len, const char *s)
 {
@@ -691,25 +709,12 @@ static int self_path(char *out, size_t len)
 
 static int cmd_ssh(int argc, char **argv)
 {
-    const command *c = find_command("ssh");
     options o;
-    int rc = parse(c, argc, argv, " NAME --gateway --ca --pin --port ", &o);
-    if (rc != 0)
-        return rc;
-    if (o.help) {
-        print_help(c);
-        return CLI_OK;
-    }
-    if (!o.positional)
-        return usage_error(c, "%s", "which VM? give its NAME");
     session s;
-    if ((rc = open_session(c, &o, true, &s)) != 0)
+    int rc;
+    int port = begin_vm("ssh", "ssh", argc, argv, &o, &s, &rc);
+    if (!port)
         return rc;
-    int port = o.port ? o.port : lookup_port(c, &s, o.positional, "ssh", &rc);
-    if (!port) {
-        close_session(&s);
-        return rc;
-    }
     char self[PATH_MAX], q[4][PATH_MAX + 16], proxy[4 * PATH_MAX + 200];
     if (self_path(self, sizeof(self)) != 0) {
         close_session(&s);
@@ -755,25 +760,12 @@ static int cmd_ssh(int argc, char **argv)
 
 static int cmd_rdp(int argc, char **argv)
 {
-    const command *c = find_command("rdp");
     options o;
-    int rc = parse(c, argc, argv, " NAME --gateway --ca --pin --port ", &o);
-    if (rc != 0)
-        return rc;
-    if (o.help) {
-        print_help(c);
-        return CLI_OK;
-    }
-    if (!o.positional)
-        return usage_error(c, "%s", "which VM? give its NAME");
     session s;
-    if ((rc = open_session(c, &o, true, &s)) != 0)
+    int rc;
+    int port = begin_vm("rdp", "rdp", argc, argv, &o, &s, &rc);
+    if (!port)
         return rc;
-    int port = o.port ? o.port : lookup_port(c, &s, o.positional, "rdp", &rc);
-    if (!port) {
-        close_session(&s);
-        return rc;
-    }
     const char *prog = getenv("POSTERN_XFREERDP");
     prog = prog && *prog ? prog : "xfreerdp";
     char **args = calloc((size_t)o.nrest + 3, sizeof(char *));
