@@ -406,7 +406,7 @@ static int cmd_login(int argc, char **argv)
     OPENSSL_cleanse(password, sizeof(password));
     if (r.status != 200 || !r.cookie[0]) {
         fprintf(stderr, "postern login: %s\n", cli_response_error(&r, "login failed"));
-        rc = r.status == 429 ? CLI_FAILED : CLI_FAILED;
+        rc = CLI_FAILED; /* the gateway's words say why: wrong password, throttled, ... */
         goto out;
     }
     /* A token for this machine, then the browser-style session is ended. */
